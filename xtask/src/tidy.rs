@@ -1,0 +1,1339 @@
+//! Tidy checks: the architecture rules of `docs/ARCHITECTURE.md`, enforced as ordinary tests.
+//!
+//! Every check is a pure function over data (metadata JSON, file contents) returning one
+//! message per violation, so the self-tests below can feed it a violation and watch it fail.
+//! Thin wrappers (`*_in`, [`cargo_metadata`]) read the real workspace; `xtask/tests/tidy.rs`
+//! runs them on every `cargo test --workspace`.
+//!
+//! Escape hatch for the banned-API scan: a source line containing
+//! `// tidy: allow(<api>) <reason>` (for example `// tidy: allow(HashMap) never iterated`)
+//! is exempt from that one API. The reason is mandatory.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+const EXPR: &str = "taskrunner-expr";
+const MANIFEST: &str = "taskrunner-manifest";
+const PLAN: &str = "taskrunner-plan";
+const ENGINE: &str = "taskrunner-engine";
+const STORE: &str = "taskrunner-store";
+const STORE_SQLITE: &str = "taskrunner-store-sqlite";
+const STORE_POSTGRES: &str = "taskrunner-store-postgres";
+const EXEC: &str = "taskrunner-exec";
+const RUNTIME: &str = "taskrunner-runtime";
+const HTTP: &str = "taskrunner-http";
+const TESTKIT: &str = "taskrunner-testkit";
+
+/// The pure crates (L0–L3): no I/O, clock, threads or `HashMap`.
+pub const PURE_CRATES: &[&str] = &[EXPR, MANIFEST, PLAN, ENGINE];
+
+/// For each workspace library crate, the workspace crates it may use as normal (and build)
+/// dependencies. Dev-dependencies may additionally use `taskrunner-testkit`. Packages under
+/// `bins/` may use every library except the testkit; `xtask` uses none (it shells out).
+/// A crate missing from this table fails the check: add it here when you create it.
+pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
+    (EXPR, &[]),
+    (MANIFEST, &[EXPR]),
+    (PLAN, &[EXPR, MANIFEST]),
+    // The engine never sees a Manifest, only a Plan.
+    (ENGINE, &[EXPR, PLAN]),
+    (STORE, &[EXPR, MANIFEST, PLAN, ENGINE]),
+    (STORE_SQLITE, &[EXPR, MANIFEST, PLAN, ENGINE, STORE]),
+    (STORE_POSTGRES, &[EXPR, MANIFEST, PLAN, ENGINE, STORE]),
+    (EXEC, &[EXPR, MANIFEST, PLAN, ENGINE]),
+    // The runtime drives ports (store traits, executors); bins pick the storage adapters.
+    (RUNTIME, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC]),
+    (HTTP, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, RUNTIME]),
+    (
+        TESTKIT,
+        &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC, RUNTIME],
+    ),
+];
+
+/// Crates that must not appear in a pure crate's normal dependency closure, and why.
+pub const BANNED_IN_PURE_CLOSURE: &[(&str, &str)] = &[
+    ("tokio", "async runtime"),
+    ("async-std", "async runtime"),
+    ("smol", "async runtime"),
+    ("futures-executor", "async runtime"),
+    ("async-executor", "async runtime"),
+    ("mio", "socket I/O"),
+    ("rusqlite", "database driver"),
+    ("sqlx", "database driver"),
+    ("postgres", "database driver"),
+    ("tokio-postgres", "database driver"),
+    ("axum", "HTTP framework"),
+    ("hyper", "HTTP stack"),
+    ("reqwest", "HTTP client"),
+    ("ureq", "HTTP client"),
+];
+
+/// Crates only `bins/` and `xtask` may depend on (libraries have one thiserror `Error` enum).
+const BIN_ONLY_CRATES: &[&str] = &["anyhow", "clap"];
+
+/// APIs banned in the sources of the pure crates, and why.
+pub const BANNED_APIS: &[(&str, &str)] = &[
+    (
+        "tokio",
+        "async runtime; the pure core is sans-I/O, the runtime drives it",
+    ),
+    (
+        "std::fs",
+        "file I/O belongs to bins and adapters; take contents as input",
+    ),
+    (
+        "std::net",
+        "network I/O belongs to taskrunner-http, bins and adapters",
+    ),
+    (
+        "std::env",
+        "the environment is an input; the caller passes values in",
+    ),
+    ("std::process", "processes belong to taskrunner-exec"),
+    ("std::thread", "threads belong to taskrunner-runtime"),
+    (
+        "Instant::now",
+        "time is an input; take `now` as a parameter",
+    ),
+    (
+        "SystemTime::now",
+        "time is an input; take `now` as a parameter",
+    ),
+    (
+        "HashMap",
+        "iteration order is not deterministic; use BTreeMap or IndexMap",
+    ),
+    (
+        "HashSet",
+        "iteration order is not deterministic; use BTreeSet or IndexSet",
+    ),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Dependency edges
+// ---------------------------------------------------------------------------------------------
+
+/// Where a workspace package sits in the layer table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Library,
+    Bin,
+    Xtask,
+}
+
+/// Checks every workspace package's declared dependencies on other workspace crates against
+/// [`ALLOWED_EDGES`], and that only bins and xtask use anyhow/clap.
+///
+/// `metadata` is `cargo metadata --format-version 1` output, with or without `--no-deps`
+/// (only `workspace_members` are checked).
+pub fn check_dependency_edges(metadata: &Value) -> Vec<String> {
+    let mut violations = Vec::new();
+    let members = match workspace_packages(metadata) {
+        Ok(members) => members,
+        Err(message) => return vec![message],
+    };
+    let root = metadata["workspace_root"].as_str().unwrap_or("");
+    let workspace_names: BTreeSet<&str> =
+        members.iter().filter_map(|p| p["name"].as_str()).collect();
+    let table: BTreeMap<&str, &[&str]> = ALLOWED_EDGES.iter().copied().collect();
+    let libraries_for_bins: Vec<&str> = ALLOWED_EDGES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| *name != TESTKIT)
+        .collect();
+
+    for package in &members {
+        let name = package["name"].as_str().unwrap_or("?");
+        let role = role_of(package, root);
+        let allowed: &[&str] = match role {
+            Role::Xtask => &[],
+            Role::Bin => &libraries_for_bins,
+            Role::Library => match table.get(name) {
+                Some(allowed) => allowed,
+                None => {
+                    violations.push(format!(
+                        "{name}: workspace crate missing from the layer table \
+                         (add it to ALLOWED_EDGES in xtask/src/tidy.rs)"
+                    ));
+                    continue;
+                }
+            },
+        };
+        for dep in package["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = dep["name"].as_str().unwrap_or("?");
+            let kind = dep["kind"].as_str(); // None = normal, "dev", "build"
+            let is_dev = kind == Some("dev");
+            let kind_label = kind.map_or(String::new(), |k| format!(" ({k})"));
+            if role == Role::Library && !is_dev && BIN_ONLY_CRATES.contains(&dep_name) {
+                violations.push(format!(
+                    "{name} -> {dep_name}{kind_label}: only bins/ and xtask may depend on \
+                     anyhow/clap (libraries define one thiserror Error enum)"
+                ));
+            }
+            if !workspace_names.contains(dep_name) {
+                continue;
+            }
+            let ok = allowed.contains(&dep_name) || (is_dev && dep_name == TESTKIT);
+            if !ok {
+                let rule = edge_rule(name, role, dep_name, is_dev, &members, root);
+                violations.push(format!("{name} -> {dep_name}{kind_label}: {rule}"));
+            }
+        }
+    }
+    violations
+}
+
+/// The most specific rule a forbidden edge breaks, for the failure message.
+fn edge_rule(
+    from: &str,
+    role: Role,
+    to: &str,
+    is_dev: bool,
+    members: &[&Value],
+    root: &str,
+) -> &'static str {
+    let to_role = members
+        .iter()
+        .find(|p| p["name"].as_str() == Some(to))
+        .map_or(Role::Library, |p| role_of(p, root));
+    if to_role == Role::Bin {
+        "nothing depends on bins"
+    } else if to_role == Role::Xtask {
+        "nothing depends on xtask"
+    } else if to == TESTKIT && !is_dev {
+        "taskrunner-testkit is dev-only (use it under [dev-dependencies])"
+    } else if role == Role::Xtask {
+        "xtask shells out to cargo; it does not link workspace crates"
+    } else if from == ENGINE && to == MANIFEST {
+        "the engine never sees a Manifest, only a Plan"
+    } else if PURE_CRATES.contains(&from) {
+        "pure crates may only depend on pure crates below them"
+    } else {
+        "dependencies point down only (see ALLOWED_EDGES in xtask/src/tidy.rs)"
+    }
+}
+
+fn role_of(package: &Value, root: &str) -> Role {
+    let manifest = package["manifest_path"].as_str().unwrap_or("");
+    let relative = manifest
+        .strip_prefix(root)
+        .unwrap_or(manifest)
+        .trim_start_matches(['/', '\\']);
+    if relative.starts_with("bins/") || relative.starts_with("bins\\") {
+        Role::Bin
+    } else if package["name"].as_str() == Some("xtask") {
+        Role::Xtask
+    } else {
+        Role::Library
+    }
+}
+
+/// The `packages` entries listed in `workspace_members`.
+fn workspace_packages(metadata: &Value) -> Result<Vec<&Value>, String> {
+    let Some(packages) = metadata["packages"].as_array() else {
+        return Err("cargo metadata output has no `packages` array".to_owned());
+    };
+    let Some(member_ids) = metadata["workspace_members"].as_array() else {
+        return Err("cargo metadata output has no `workspace_members` array".to_owned());
+    };
+    let member_ids: BTreeSet<&str> = member_ids.iter().filter_map(Value::as_str).collect();
+    Ok(packages
+        .iter()
+        .filter(|p| p["id"].as_str().is_some_and(|id| member_ids.contains(id)))
+        .collect())
+}
+
+/// Walks the resolved graph (normal edges only: `dep_kinds[].kind == null`) from every pure
+/// crate present and reports any crate of [`BANNED_IN_PURE_CLOSURE`] it reaches, with the path.
+///
+/// `metadata` is full `cargo metadata --format-version 1` output (with `resolve`).
+pub fn check_pure_closure(metadata: &Value) -> Vec<String> {
+    let Some(nodes) = metadata["resolve"]["nodes"].as_array() else {
+        return vec![
+            "cargo metadata output has no `resolve.nodes` (was it run with --no-deps?)".to_owned(),
+        ];
+    };
+    let names: BTreeMap<&str, &str> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["id"].as_str()?, p["name"].as_str()?)))
+        .collect();
+    let name_of = |id| lookup_name(&names, id);
+    let normal_deps: BTreeMap<&str, Vec<&str>> = nodes
+        .iter()
+        .filter_map(|node| {
+            let id = node["id"].as_str()?;
+            let deps = node["deps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|dep| {
+                    dep["dep_kinds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|k| k["kind"].is_null())
+                })
+                .filter_map(|dep| dep["pkg"].as_str())
+                .collect();
+            Some((id, deps))
+        })
+        .collect();
+    let members = match workspace_packages(metadata) {
+        Ok(members) => members,
+        Err(message) => return vec![message],
+    };
+
+    let mut violations = Vec::new();
+    for root in members
+        .iter()
+        .filter(|p| p["name"].as_str().is_some_and(|n| PURE_CRATES.contains(&n)))
+    {
+        let Some(root_id) = root["id"].as_str() else {
+            continue;
+        };
+        // Breadth-first, remembering each crate's parent so the message can show the path.
+        let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue = VecDeque::from([root_id]);
+        let mut seen = BTreeSet::from([root_id]);
+        while let Some(id) = queue.pop_front() {
+            if let Some((banned, why)) = BANNED_IN_PURE_CLOSURE
+                .iter()
+                .find(|(n, _)| *n == name_of(id))
+            {
+                let mut path = vec![name_of(id)];
+                let mut cursor = id;
+                while let Some(&up) = parent.get(cursor) {
+                    path.push(name_of(up));
+                    cursor = up;
+                }
+                path.reverse();
+                violations.push(format!(
+                    "{}: pure crate pulls in {banned} ({why}) through {}",
+                    name_of(root_id),
+                    path.join(" -> ")
+                ));
+                continue; // report the banned crate, not everything behind it
+            }
+            for &dep in normal_deps.get(id).into_iter().flatten() {
+                if seen.insert(dep) {
+                    parent.insert(dep, id);
+                    queue.push_back(dep);
+                }
+            }
+        }
+    }
+    violations
+}
+
+fn lookup_name<'a>(names: &BTreeMap<&'a str, &'a str>, id: &'a str) -> &'a str {
+    names.get(id).copied().unwrap_or(id)
+}
+
+/// Runs `cargo metadata --format-version 1` (plus `--no-deps` if asked) in `root`.
+pub fn cargo_metadata(root: &Path, no_deps: bool) -> anyhow::Result<Value> {
+    let mut command = Command::new(crate::cargo());
+    command
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1"]);
+    if no_deps {
+        command.arg("--no-deps");
+    }
+    let output = command.output().context("failed to run `cargo metadata`")?;
+    if !output.status.success() {
+        bail!(
+            "`cargo metadata` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("`cargo metadata` printed invalid JSON")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Banned APIs in the pure crates
+// ---------------------------------------------------------------------------------------------
+
+/// What scanning one source file found.
+#[derive(Debug, Default)]
+pub struct SourceScan {
+    /// `file:line: banned API X in pure crate (why)` messages.
+    pub violations: Vec<String>,
+    /// Out-of-line `#[cfg(test)] mod name;` declarations: those files are test code.
+    pub test_modules: Vec<String>,
+}
+
+/// Scans one Rust source file for [`BANNED_APIS`]. `display` names the file in messages.
+///
+/// Comments, string and char literals are blanked first, and inline `#[cfg(test)] mod … { }`
+/// blocks are skipped. Grouped imports (`use std::{fs, io}`) are parsed at their top level.
+pub fn scan_source(display: &str, contents: &str) -> SourceScan {
+    let raw_lines: Vec<&str> = contents.split('\n').collect();
+    let code = blank_comments_and_literals(contents);
+    let code_lines: Vec<&str> = code.split('\n').collect();
+    let test_lines = test_module_lines(&code_lines);
+
+    let mut hits: BTreeSet<(usize, &str)> = BTreeSet::new(); // (0-based line, api)
+    for (index, line) in code_lines.iter().enumerate() {
+        for (api, _) in BANNED_APIS {
+            if find_token(line, api).is_some() {
+                hits.insert((index, api));
+            }
+        }
+    }
+    for (index, api) in grouped_std_imports(&code) {
+        hits.insert((index, api));
+    }
+
+    let mut scan = SourceScan {
+        test_modules: test_lines.out_of_line,
+        ..SourceScan::default()
+    };
+    for (index, api) in hits {
+        if test_lines.inline.contains(&index) {
+            continue;
+        }
+        let raw = raw_lines.get(index).copied().unwrap_or("");
+        match allowance(raw, api) {
+            Allowance::Allowed => continue,
+            Allowance::MissingReason => scan.violations.push(format!(
+                "{display}:{}: `// tidy: allow({api})` needs a reason after the parenthesis",
+                index + 1
+            )),
+            Allowance::None => {
+                let why = BANNED_APIS
+                    .iter()
+                    .find(|(a, _)| *a == api)
+                    .map_or("", |(_, why)| *why);
+                scan.violations.push(format!(
+                    "{display}:{}: banned API {api} in pure crate ({why})",
+                    index + 1
+                ));
+            }
+        }
+    }
+    scan
+}
+
+enum Allowance {
+    None,
+    Allowed,
+    MissingReason,
+}
+
+/// Parses `// tidy: allow(api[, api…]) reason` on a raw source line.
+fn allowance(raw_line: &str, api: &str) -> Allowance {
+    const MARKER: &str = "// tidy: allow(";
+    let Some(start) = raw_line.find(MARKER) else {
+        return Allowance::None;
+    };
+    let rest = &raw_line[start + MARKER.len()..];
+    let Some(close) = rest.find(')') else {
+        return Allowance::None;
+    };
+    if !rest[..close].split(',').any(|listed| listed.trim() == api) {
+        return Allowance::None;
+    }
+    if rest[close + 1..].trim().is_empty() {
+        Allowance::MissingReason
+    } else {
+        Allowance::Allowed
+    }
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Finds `token` in `line` with identifier boundaries on both sides.
+fn find_token(line: &str, token: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(offset) = line[from..].find(token) {
+        let start = from + offset;
+        let end = start + token.len();
+        let before_ok = !line[..start].chars().next_back().is_some_and(is_ident_char);
+        let after_ok = !line[end..].chars().next().is_some_and(is_ident_char);
+        if before_ok && after_ok {
+            return Some(start);
+        }
+        from = end;
+    }
+    None
+}
+
+/// `std::{ … }` groups: each top-level item whose first segment is a banned `std` module.
+/// Returns (0-based line, api) pairs. `code` must already have comments blanked.
+fn grouped_std_imports(code: &str) -> Vec<(usize, &'static str)> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = code[from..].find("std") {
+        let start = from + offset;
+        from = start + 3;
+        if code[..start].chars().next_back().is_some_and(is_ident_char) {
+            continue;
+        }
+        // Accept `std::{` with optional whitespace around `::`.
+        let after = code[from..].trim_start();
+        let Some(after) = after.strip_prefix("::") else {
+            continue;
+        };
+        let after = after.trim_start();
+        if !after.starts_with('{') {
+            continue;
+        }
+        let group_start = code.len() - after.len() + 1; // just past `{`
+        let mut depth = 1usize;
+        let mut item_start = true;
+        let mut position = group_start;
+        for (i, c) in code[group_start..].char_indices() {
+            position = group_start + i;
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                ',' if depth == 1 => item_start = true,
+                c if depth == 1 && item_start && is_ident_char(c) => {
+                    item_start = false;
+                    let word: String = code[position..]
+                        .chars()
+                        .take_while(|c| is_ident_char(*c))
+                        .collect();
+                    let api = match word.as_str() {
+                        "fs" => Some("std::fs"),
+                        "net" => Some("std::net"),
+                        "env" => Some("std::env"),
+                        "process" => Some("std::process"),
+                        "thread" => Some("std::thread"),
+                        _ => None,
+                    };
+                    if let Some(api) = api {
+                        found.push((code[..position].matches('\n').count(), api));
+                    }
+                }
+                _ => {}
+            }
+        }
+        from = position.max(from);
+    }
+    found
+}
+
+/// Lines that are test code in one file.
+#[derive(Default)]
+struct TestLines {
+    /// 0-based lines inside inline `#[cfg(test)] mod … { }` blocks.
+    inline: BTreeSet<usize>,
+    /// Names from `#[cfg(test)] mod name;`.
+    out_of_line: Vec<String>,
+}
+
+fn test_module_lines(code_lines: &[&str]) -> TestLines {
+    let mut result = TestLines::default();
+    let mut pending = false; // saw `#[cfg(test)]`, waiting for the item it applies to
+    let mut depth = 0usize; // brace depth inside a skipped block, 0 = not skipping
+    for (index, line) in code_lines.iter().enumerate() {
+        if depth > 0 {
+            result.inline.insert(index);
+            depth = adjust_depth(depth, line);
+            continue;
+        }
+        let mut rest = line.trim();
+        if let Some(after) = strip_cfg_test(rest) {
+            pending = true;
+            rest = after.trim();
+        }
+        if !pending || rest.is_empty() {
+            continue;
+        }
+        if rest.starts_with("#[") {
+            continue; // another attribute on the same item
+        }
+        pending = false;
+        let Some(module) = module_declaration(rest) else {
+            continue;
+        };
+        if rest.contains('{') {
+            result.inline.insert(index);
+            depth = adjust_depth(0, rest);
+        } else {
+            result.out_of_line.push(module);
+        }
+    }
+    result
+}
+
+fn strip_cfg_test(line: &str) -> Option<&str> {
+    let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+    if !compact.starts_with("#[cfg(test)]") {
+        return None;
+    }
+    // Return what follows the attribute on the same line.
+    line.find(']').map(|end| &line[end + 1..])
+}
+
+/// `mod name`, `pub mod name`, `pub(crate) mod name` → `name`.
+fn module_declaration(line: &str) -> Option<String> {
+    let after_vis = if let Some(rest) = line.strip_prefix("pub") {
+        let rest = rest.trim_start();
+        match rest.strip_prefix('(') {
+            Some(inner) => inner.split_once(')')?.1.trim_start(),
+            None => rest,
+        }
+    } else {
+        line
+    };
+    let name_part = after_vis.strip_prefix("mod ")?.trim_start();
+    let name: String = name_part
+        .chars()
+        .take_while(|c| is_ident_char(*c))
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+fn adjust_depth(depth: usize, line: &str) -> usize {
+    line.chars().fold(depth, |depth, c| match c {
+        '{' => depth + 1,
+        '}' => depth.saturating_sub(1),
+        _ => depth,
+    })
+}
+
+/// Replaces comments and the contents of string/char literals with spaces, keeping newlines
+/// (so line numbers stay right) and quotes.
+fn blank_comments_and_literals(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut out = String::with_capacity(source.len());
+    let mut i = 0;
+    let mut block_depth = 0usize;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if block_depth > 0 {
+            if c == '/' && next == Some('*') {
+                block_depth += 1;
+                out.push_str("  ");
+                i += 2;
+            } else if c == '*' && next == Some('/') {
+                block_depth -= 1;
+                out.push_str("  ");
+                i += 2;
+            } else {
+                out.push(blank(c));
+                i += 1;
+            }
+            continue;
+        }
+        let previous_is_ident = i > 0 && is_ident_char(chars[i - 1]);
+        match c {
+            '/' if next == Some('/') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    out.push(' ');
+                    i += 1;
+                }
+            }
+            '/' if next == Some('*') => {
+                block_depth = 1;
+                out.push_str("  ");
+                i += 2;
+            }
+            'r' if !previous_is_ident
+                || (i > 0 && chars[i - 1] == 'b' && !(i > 1 && is_ident_char(chars[i - 2]))) =>
+            {
+                // Raw string r"…", r#"…"#, br"…": count the hashes, then find the closing quote.
+                let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
+                if chars.get(i + 1 + hashes) != Some(&'"') {
+                    out.push(c);
+                    i += 1;
+                    continue;
+                }
+                out.push('r');
+                out.extend(std::iter::repeat_n('#', hashes));
+                out.push('"');
+                i += hashes + 2;
+                while i < chars.len() {
+                    if chars[i] == '"'
+                        && chars[i + 1..]
+                            .iter()
+                            .take(hashes)
+                            .filter(|c| **c == '#')
+                            .count()
+                            == hashes
+                    {
+                        out.push('"');
+                        out.extend(std::iter::repeat_n('#', hashes));
+                        i += hashes + 1;
+                        break;
+                    }
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+            '"' => {
+                out.push('"');
+                i += 1;
+                while i < chars.len() {
+                    match chars[i] {
+                        '\\' => {
+                            out.push(' ');
+                            if let Some(&escaped) = chars.get(i + 1) {
+                                out.push(blank(escaped));
+                            }
+                            i += 2;
+                        }
+                        '"' => {
+                            out.push('"');
+                            i += 1;
+                            break;
+                        }
+                        other => {
+                            out.push(blank(other));
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            '\'' => {
+                // A char literal ('x', '\n', '\u{..}') or a lifetime ('a) — blank only literals.
+                let end = if next == Some('\\') {
+                    chars[i + 2..]
+                        .iter()
+                        .position(|c| *c == '\'')
+                        .map(|p| i + 2 + p)
+                } else if chars.get(i + 2) == Some(&'\'') {
+                    Some(i + 2)
+                } else {
+                    None
+                };
+                match end {
+                    Some(end) => {
+                        out.push('\'');
+                        out.extend(chars[i + 1..end].iter().map(|c| blank(*c)));
+                        out.push('\'');
+                        i = end + 1;
+                    }
+                    None => {
+                        out.push('\'');
+                        i += 1;
+                    }
+                }
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Result of scanning a set of crates.
+#[derive(Debug, Default)]
+pub struct ApiScan {
+    /// Source files scanned (test modules excluded).
+    pub files_scanned: usize,
+    /// One message per hit.
+    pub violations: Vec<String>,
+}
+
+/// Scans `crates/<pure crate>/src/**/*.rs` under `root` for banned APIs; absent crates are
+/// skipped. `tests/` and `benches/` are not scanned, nor `#[cfg(test)]` modules.
+pub fn check_banned_apis_in(root: &Path) -> anyhow::Result<ApiScan> {
+    let mut result = ApiScan::default();
+    for krate in PURE_CRATES {
+        let src = root.join("crates").join(krate).join("src");
+        if !src.is_dir() {
+            continue;
+        }
+        let mut scans = Vec::new();
+        for file in rs_files(&src)? {
+            let contents = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let display = file
+                .strip_prefix(root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            let scan = scan_source(&display, &contents);
+            scans.push((file, scan));
+        }
+        // Files declared as `#[cfg(test)] mod name;` (and their children) are test code.
+        let mut test_paths: Vec<PathBuf> = Vec::new();
+        for (file, scan) in &scans {
+            let base = module_dir(file);
+            for module in &scan.test_modules {
+                test_paths.push(base.join(format!("{module}.rs")));
+                test_paths.push(base.join(module));
+            }
+        }
+        for (file, scan) in scans {
+            if test_paths.iter().any(|test| file.starts_with(test)) {
+                continue;
+            }
+            result.files_scanned += 1;
+            result.violations.extend(scan.violations);
+        }
+    }
+    Ok(result)
+}
+
+/// The directory holding the child modules of `file`.
+fn module_dir(file: &Path) -> PathBuf {
+    let parent = file.parent().unwrap_or(Path::new(""));
+    match file.file_name().and_then(|n| n.to_str()) {
+        Some("lib.rs" | "main.rs" | "mod.rs") => parent.to_path_buf(),
+        _ => parent.join(file.file_stem().unwrap_or_default()),
+    }
+}
+
+fn rs_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::path);
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rs_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crate hygiene
+// ---------------------------------------------------------------------------------------------
+
+/// Checks that a crate's `Cargo.toml` inherits the workspace lints (`[lints] workspace = true`).
+pub fn check_inherits_lints(display: &str, cargo_toml: &str) -> Vec<String> {
+    let mut in_lints = false;
+    for line in cargo_toml.lines() {
+        let compact: String = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if compact.starts_with('[') {
+            in_lints = compact == "[lints]";
+        } else if (in_lints && compact == "workspace=true")
+            || compact == "lints.workspace=true"
+            || compact == "lints={workspace=true}"
+        {
+            return Vec::new();
+        }
+    }
+    vec![format!(
+        "{display}: missing `[lints] workspace = true` (every crate inherits the workspace lints)"
+    )]
+}
+
+/// Checks that a crate root starts with a `//!` doc comment saying what the crate owns.
+pub fn check_crate_doc(display: &str, crate_root: &str) -> Vec<String> {
+    match crate_root.lines().find(|line| !line.trim().is_empty()) {
+        Some(first) if first.trim_start().starts_with("//!") => Vec::new(),
+        _ => vec![format!(
+            "{display}: must start with a `//!` doc comment saying what the crate owns"
+        )],
+    }
+}
+
+/// Runs the hygiene checks on every directory under `crates/` (and on `xtask/`).
+pub fn check_hygiene_in(root: &Path) -> anyhow::Result<Vec<String>> {
+    let mut violations = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let crates = root.join("crates");
+    if crates.is_dir() {
+        for entry in std::fs::read_dir(&crates).context("listing crates/")? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    dirs.sort();
+    dirs.push(root.join("xtask"));
+    for dir in dirs {
+        let display = dir.strip_prefix(root).unwrap_or(&dir).display().to_string();
+        match std::fs::read_to_string(dir.join("Cargo.toml")) {
+            Ok(text) => violations.extend(check_inherits_lints(
+                &format!("{display}/Cargo.toml"),
+                &text,
+            )),
+            Err(_) => violations.push(format!("{display}: no Cargo.toml")),
+        }
+        let crate_root = "src/lib.rs";
+        match std::fs::read_to_string(dir.join(crate_root)) {
+            Ok(text) => {
+                violations.extend(check_crate_doc(&format!("{display}/{crate_root}"), &text))
+            }
+            Err(_) => violations.push(format!(
+                "{display}: no {crate_root} (crates/ holds libraries; binaries live in bins/)"
+            )),
+        }
+    }
+    Ok(violations)
+}
+
+// ---------------------------------------------------------------------------------------------
+// All checks
+// ---------------------------------------------------------------------------------------------
+
+/// Runs every tidy check against the workspace at `root`; returns (check name, violations).
+pub fn run_all(root: &Path) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
+    let no_deps = cargo_metadata(root, true)?;
+    let full = cargo_metadata(root, false)?;
+    Ok(vec![
+        ("dependency edges", check_dependency_edges(&no_deps)),
+        ("pure dependency closure", check_pure_closure(&full)),
+        (
+            "banned APIs in pure crates",
+            check_banned_apis_in(root)?.violations,
+        ),
+        ("crate hygiene", check_hygiene_in(root)?),
+    ])
+}
+
+/// Formats violations as an indented list, for test failure messages.
+pub fn format_violations(violations: &[String]) -> String {
+    let mut text = String::new();
+    for violation in violations {
+        let _ = writeln!(text, "  {violation}");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    //! Self-tests: each checker is fed a violation and must report it (and a clean input and
+    //! must not), so the workspace tests in `xtask/tests/tidy.rs` cannot pass vacuously.
+
+    use super::*;
+    use serde_json::json;
+
+    // --- fake `cargo metadata` -------------------------------------------------------------
+
+    /// A workspace package at `/ws/<dir>` with `(dependency, kind)` pairs.
+    fn package(name: &str, dir: &str, deps: &[(&str, Option<&str>)]) -> Value {
+        let dependencies: Vec<Value> = deps
+            .iter()
+            .map(|(dep, kind)| json!({ "name": dep, "kind": kind, "req": "*" }))
+            .collect();
+        json!({
+            "name": name,
+            "id": format!("path+file:///ws/{dir}#{name}@0.1.0"),
+            "manifest_path": format!("/ws/{dir}/Cargo.toml"),
+            "dependencies": dependencies,
+        })
+    }
+
+    fn metadata(packages: Vec<Value>) -> Value {
+        let members: Vec<Value> = packages.iter().map(|p| p["id"].clone()).collect();
+        json!({ "packages": packages, "workspace_members": members, "workspace_root": "/ws" })
+    }
+
+    fn clean_workspace() -> Vec<Value> {
+        vec![
+            package(
+                EXPR,
+                "crates/taskrunner-expr",
+                &[("serde_json", None), ("proptest", Some("dev"))],
+            ),
+            package(
+                MANIFEST,
+                "crates/taskrunner-manifest",
+                &[(EXPR, None), ("thiserror", None)],
+            ),
+            package(
+                PLAN,
+                "crates/taskrunner-plan",
+                &[(EXPR, None), (MANIFEST, None)],
+            ),
+            package(
+                ENGINE,
+                "crates/taskrunner-engine",
+                &[(PLAN, None), (TESTKIT, Some("dev"))],
+            ),
+            package(TESTKIT, "crates/taskrunner-testkit", &[(ENGINE, None)]),
+            package(
+                "taskrunner",
+                "bins/taskrunner",
+                &[(PLAN, None), ("anyhow", None), ("clap", None)],
+            ),
+            package("xtask", "xtask", &[("anyhow", None), ("serde_json", None)]),
+        ]
+    }
+
+    fn assert_one_violation(violations: &[String], needles: &[&str]) {
+        assert_eq!(
+            violations.len(),
+            1,
+            "expected one violation, got {violations:#?}"
+        );
+        for needle in needles {
+            assert!(
+                violations[0].contains(needle),
+                "{:?} should mention {needle:?}",
+                violations[0]
+            );
+        }
+    }
+
+    #[test]
+    fn edges_clean_workspace_passes() {
+        assert_eq!(
+            check_dependency_edges(&metadata(clean_workspace())),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn edges_engine_to_manifest_fails() {
+        let mut packages = clean_workspace();
+        packages[3] = package(
+            ENGINE,
+            "crates/taskrunner-engine",
+            &[(PLAN, None), (MANIFEST, None)],
+        );
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &[
+                "taskrunner-engine -> taskrunner-manifest",
+                "never sees a Manifest",
+            ],
+        );
+    }
+
+    #[test]
+    fn edges_upward_dependency_in_pure_crate_fails() {
+        let mut packages = clean_workspace();
+        packages[0] = package(EXPR, "crates/taskrunner-expr", &[(PLAN, Some("build"))]);
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &[
+                "taskrunner-expr -> taskrunner-plan (build)",
+                "pure crates may only depend",
+            ],
+        );
+    }
+
+    #[test]
+    fn edges_dependency_on_bin_fails() {
+        let mut packages = clean_workspace();
+        packages[2] = package(
+            PLAN,
+            "crates/taskrunner-plan",
+            &[(EXPR, None), ("taskrunner", Some("dev"))],
+        );
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &[
+                "taskrunner-plan -> taskrunner (dev)",
+                "nothing depends on bins",
+            ],
+        );
+    }
+
+    #[test]
+    fn edges_testkit_as_normal_dependency_fails() {
+        let mut packages = clean_workspace();
+        packages[3] = package(
+            ENGINE,
+            "crates/taskrunner-engine",
+            &[(PLAN, None), (TESTKIT, None)],
+        );
+        assert_one_violation(&check_dependency_edges(&metadata(packages)), &["dev-only"]);
+    }
+
+    #[test]
+    fn edges_anyhow_in_library_fails() {
+        let mut packages = clean_workspace();
+        packages[1] = package(
+            MANIFEST,
+            "crates/taskrunner-manifest",
+            &[(EXPR, None), ("anyhow", None)],
+        );
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &["taskrunner-manifest -> anyhow"],
+        );
+    }
+
+    #[test]
+    fn edges_crate_missing_from_table_fails() {
+        let mut packages = clean_workspace();
+        packages.push(package(
+            "taskrunner-mystery",
+            "crates/taskrunner-mystery",
+            &[],
+        ));
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &["taskrunner-mystery", "layer table"],
+        );
+    }
+
+    #[test]
+    fn edges_malformed_metadata_fails() {
+        assert_eq!(check_dependency_edges(&json!({})).len(), 1);
+    }
+
+    // --- fake resolve graph ----------------------------------------------------------------
+
+    /// Full metadata: `edges` are (from, to, kind) between package names.
+    fn resolved(members: &[&str], others: &[&str], edges: &[(&str, &str, Option<&str>)]) -> Value {
+        let id = |name: &str| format!("id-{name}");
+        let packages: Vec<Value> = members
+            .iter()
+            .chain(others)
+            .map(|n| json!({ "name": n, "id": id(n) }))
+            .collect();
+        let nodes: Vec<Value> = members
+            .iter()
+            .chain(others)
+            .map(|n| {
+                let deps: Vec<Value> = edges
+                    .iter()
+                    .filter(|(from, _, _)| from == n)
+                    .map(|(_, to, kind)| json!({ "pkg": id(to), "dep_kinds": [{ "kind": kind }] }))
+                    .collect();
+                json!({ "id": id(n), "deps": deps })
+            })
+            .collect();
+        let member_ids: Vec<String> = members.iter().map(|n| id(n)).collect();
+        json!({ "packages": packages, "workspace_members": member_ids, "resolve": { "nodes": nodes } })
+    }
+
+    #[test]
+    fn closure_transitive_tokio_fails() {
+        let meta = resolved(
+            &[EXPR, PLAN],
+            &["serde_json", "helper", "tokio"],
+            &[
+                (PLAN, EXPR, None),
+                (EXPR, "serde_json", None),
+                (PLAN, "helper", None),
+                ("helper", "tokio", None),
+            ],
+        );
+        assert_one_violation(
+            &check_pure_closure(&meta),
+            &[
+                "taskrunner-plan",
+                "tokio",
+                "taskrunner-plan -> helper -> tokio",
+            ],
+        );
+    }
+
+    #[test]
+    fn closure_ignores_dev_and_build_edges_and_impure_crates() {
+        let meta = resolved(
+            &[PLAN, RUNTIME],
+            &["insta", "tokio", "cc"],
+            &[
+                (PLAN, "insta", Some("dev")),
+                ("insta", "tokio", None),
+                (PLAN, "cc", Some("build")),
+                ("cc", "tokio", None),
+                (RUNTIME, "tokio", None),
+            ],
+        );
+        assert_eq!(check_pure_closure(&meta), Vec::<String>::new());
+    }
+
+    #[test]
+    fn closure_without_resolve_fails() {
+        assert_eq!(check_pure_closure(&metadata(clean_workspace())).len(), 1);
+    }
+
+    // --- banned APIs -----------------------------------------------------------------------
+
+    fn hits(source: &str) -> Vec<String> {
+        scan_source("f.rs", source).violations
+    }
+
+    #[test]
+    fn api_use_std_fs_fails() {
+        assert_one_violation(
+            &hits("use std::fs;\n"),
+            &["f.rs:1: banned API std::fs in pure crate ("],
+        );
+    }
+
+    #[test]
+    fn api_each_banned_api_is_caught() {
+        for (api, _) in BANNED_APIS {
+            let source = format!("fn f() {{\n    let _ = {api}::whatever;\n}}\n");
+            assert_one_violation(&hits(&source), &[&format!("f.rs:2: banned API {api} ")]);
+        }
+    }
+
+    #[test]
+    fn api_grouped_imports_fail() {
+        assert_one_violation(
+            &hits("use std::{io, fs::File};\n"),
+            &["f.rs:1: banned API std::fs"],
+        );
+        assert_one_violation(
+            &hits("use ::std :: { sync::{Arc, Mutex},\n  env,\n};\n"),
+            &["f.rs:2: banned API std::env"],
+        );
+        assert_one_violation(
+            &hits("pub(crate) use std::{\n    io,\n    process as p,\n};\n"),
+            &["f.rs:3: banned API std::process"],
+        );
+        assert_eq!(
+            hits("use std::{fmt, io::{self, Write}, collections::BTreeMap};\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn api_qualified_and_instant_forms_fail() {
+        assert_one_violation(
+            &hits("let t = std::time::Instant::now();\n"),
+            &["Instant::now"],
+        );
+        assert_one_violation(
+            &hits("#[tokio::main]\nasync fn main() {}\n"),
+            &["f.rs:1: banned API tokio"],
+        );
+        assert_one_violation(
+            &hits("let m: std::collections::HashMap<u8, u8> = x;"),
+            &["HashMap"],
+        );
+    }
+
+    #[test]
+    fn api_comments_strings_and_lookalikes_pass() {
+        let source = r##"//! We never use std::fs here.
+/// Unlike HashMap, a BTreeMap iterates in order.
+// tokio would be wrong here
+/* std::net
+   HashSet */
+let message = "std::env is banned; so is HashMap";
+let raw = r#"Instant::now "quoted" HashSet"#;
+let c = '"'; let d = '\''; let e = "\"std::fs\"";
+fn f<'a>(x: &'a str) -> &'a str { x } // HashMap
+let ok = MyInstant::now(); let also_ok = my_tokio::run(); let m = BTreeMap::new();
+let h = HashMapLike::default();
+"##;
+        assert_eq!(hits(source), Vec::<String>::new());
+    }
+
+    #[test]
+    fn api_code_after_string_with_comment_marker_fails() {
+        assert_one_violation(
+            &hits("let url = \"http://x\"; let m = HashMap::new();\n"),
+            &["f.rs:1: banned API HashMap"],
+        );
+    }
+
+    #[test]
+    fn api_allow_escape_hatch() {
+        assert_eq!(
+            hits(
+                "use std::collections::HashMap; // tidy: allow(HashMap) lookup only, never iterated\n"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            hits("let x = std::env::var(\"A\"); // tidy: allow(tokio, std::env) example\n"),
+            Vec::<String>::new()
+        );
+        // A different API in the allow list does not exempt this one.
+        assert_one_violation(
+            &hits("use std::fs; // tidy: allow(HashMap) wrong api\n"),
+            &["banned API std::fs"],
+        );
+        // The reason is mandatory.
+        assert_one_violation(
+            &hits("use std::fs; // tidy: allow(std::fs)\n"),
+            &["needs a reason"],
+        );
+    }
+
+    #[test]
+    fn api_cfg_test_modules_are_skipped() {
+        let source = "\
+fn real() {}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    fn nested() { if true { let _ = std::env::var(\"X\"); } }
+}
+
+fn after() { let _ = std::thread::spawn(|| ()); }
+
+#[cfg(test)]
+#[path = \"other_tests.rs\"]
+pub(crate) mod more_tests;
+#[cfg(test)] mod inline { use tokio; }
+";
+        let scan = scan_source("f.rs", source);
+        assert_one_violation(&scan.violations, &["f.rs:9: banned API std::thread"]);
+        assert_eq!(scan.test_modules, vec!["more_tests".to_owned()]);
+    }
+
+    #[test]
+    fn api_cfg_test_on_non_module_item_is_still_scanned() {
+        assert_one_violation(
+            &hits("#[cfg(test)]\nfn helper() { let _ = std::fs::read(\"x\"); }\n"),
+            &["f.rs:2"],
+        );
+    }
+
+    // --- hygiene ---------------------------------------------------------------------------
+
+    #[test]
+    fn hygiene_lints_inheritance() {
+        assert_eq!(
+            check_inherits_lints(
+                "C",
+                "[package]\nname = \"a\"\n\n[lints]\nworkspace = true\n"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            check_inherits_lints("C", "[package]\nlints.workspace = true\n"),
+            Vec::<String>::new()
+        );
+        assert_one_violation(
+            &check_inherits_lints("C", "[package]\nname = \"a\"\n"),
+            &["C: missing"],
+        );
+        // `workspace = true` in another table does not count.
+        assert_one_violation(
+            &check_inherits_lints("C", "[dependencies]\nworkspace = true\n[lints]\n"),
+            &["C: missing"],
+        );
+    }
+
+    #[test]
+    fn hygiene_crate_doc() {
+        assert_eq!(
+            check_crate_doc("lib.rs", "\n//! Owns things.\n"),
+            Vec::<String>::new()
+        );
+        assert_one_violation(
+            &check_crate_doc("lib.rs", "/// item doc\npub fn f() {}\n"),
+            &["lib.rs: must start"],
+        );
+        assert_one_violation(&check_crate_doc("lib.rs", ""), &["lib.rs"]);
+    }
+}

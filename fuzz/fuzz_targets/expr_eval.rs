@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let document: Value = serde_json::from_slice(doc_bytes).unwrap_or(Value::Null);
-    let limits = Limits { fuel: 20_000, depth_max: 64, result_bytes_max: 1 << 20 };
+    let limits = Limits {
+        fuel: 20_000,
+        depth_max: 64,
+        result_bytes_max: 1 << 20,
+    };
 
     match Expression::parse(source) {
         Ok(expr) => {

@@ -14,6 +14,24 @@ use crate::functions;
 use crate::limits::Limits;
 use crate::value::{compare_numbers, is_truthy, numbers_equal};
 
+const NULL: &Value = &Value::Null;
+
+/// Element `i` of an array (negative counts from the end), else `null`.
+fn index(current: &Value, i: i64) -> &Value {
+    match current {
+        Value::Array(items) => {
+            let len = items.len() as i64;
+            let idx = if i < 0 { len.saturating_add(i) } else { i };
+            if idx < 0 {
+                NULL
+            } else {
+                items.get(idx as usize).unwrap_or(NULL)
+            }
+        }
+        _ => NULL,
+    }
+}
+
 /// Evaluates `node` against `context` within `limits`.
 pub(crate) fn evaluate(node: &Node, context: &Value, limits: &Limits) -> Result<Value, EvalError> {
     let mut ev = Evaluator::new(limits);
@@ -195,48 +213,16 @@ impl Evaluator {
         node: &'a Node,
         current: &'a Value,
     ) -> Result<Cow<'a, Value>, EvalError> {
-        const NULL: &Value = &Value::Null;
+        // Heavy arms live in out-of-line helpers to keep this frame (which is on every
+        // recursion path) small, even in debug builds.
         match node {
             Node::Identity => Ok(Cow::Borrowed(current)),
             Node::Field(name) => Ok(Cow::Borrowed(match current {
                 Value::Object(map) => map.get(name.as_str()).unwrap_or(NULL),
                 _ => NULL,
             })),
-            Node::Index(i) => Ok(Cow::Borrowed(match current {
-                Value::Array(items) => {
-                    let len = items.len() as i64;
-                    let idx = if *i < 0 { len.saturating_add(*i) } else { *i };
-                    if idx < 0 {
-                        NULL
-                    } else {
-                        items.get(idx as usize).unwrap_or(NULL)
-                    }
-                }
-                _ => NULL,
-            })),
-            Node::Slice { start, stop, step } => {
-                let step = step.unwrap_or(1);
-                if step == 0 {
-                    return Err(EvalError::InvalidValue("slice step cannot be 0".to_owned()));
-                }
-                match current {
-                    Value::Array(items) => {
-                        let picked = slice_indices(items.len(), *start, *stop, step);
-                        let mut out = Vec::with_capacity(picked.len());
-                        let mut size = 2usize;
-                        for idx in picked {
-                            self.tick(1)?;
-                            if let Some(v) = items.get(idx) {
-                                size = size.saturating_add(self.measure(v)? + 1);
-                                self.check_size(size)?;
-                                out.push(v.clone());
-                            }
-                        }
-                        Ok(Cow::Owned(Value::Array(out)))
-                    }
-                    _ => Ok(Cow::Borrowed(NULL)),
-                }
-            }
+            Node::Index(i) => Ok(Cow::Borrowed(index(current, *i))),
+            Node::Slice { start, stop, step } => self.slice(current, *start, *stop, *step),
             Node::Literal(v) => Ok(Cow::Borrowed(v)),
             Node::Subexpr(items) => {
                 let mut acc: Cow<'a, Value> = Cow::Borrowed(current);
@@ -245,90 +231,13 @@ impl Evaluator {
                 }
                 Ok(acc)
             }
-            Node::Projection { lhs, rhs } => {
-                let base = self.eval(lhs, current)?;
-                match base {
-                    Cow::Borrowed(Value::Array(items)) => {
-                        self.project(items.iter(), rhs).map(Cow::Owned)
-                    }
-                    Cow::Owned(Value::Array(items)) => {
-                        self.project(items.iter(), rhs).map(Cow::Owned)
-                    }
-                    _ => Ok(Cow::Borrowed(NULL)),
-                }
-            }
-            Node::ValueProjection { lhs, rhs } => {
-                let base = self.eval(lhs, current)?;
-                match base {
-                    Cow::Borrowed(Value::Object(map)) => {
-                        self.project(map.values(), rhs).map(Cow::Owned)
-                    }
-                    Cow::Owned(Value::Object(map)) => {
-                        self.project(map.values(), rhs).map(Cow::Owned)
-                    }
-                    _ => Ok(Cow::Borrowed(NULL)),
-                }
-            }
+            Node::Projection { lhs, rhs } => self.list_projection(lhs, rhs, current),
+            Node::ValueProjection { lhs, rhs } => self.value_projection(lhs, rhs, current),
             Node::FilterProjection { lhs, cond, rhs } => {
-                let base = self.eval(lhs, current)?;
-                match base {
-                    Cow::Borrowed(Value::Array(items)) => {
-                        self.filter(items, cond, rhs).map(Cow::Owned)
-                    }
-                    Cow::Owned(Value::Array(items)) => {
-                        self.filter(&items, cond, rhs).map(Cow::Owned)
-                    }
-                    _ => Ok(Cow::Borrowed(NULL)),
-                }
+                self.filter_projection(lhs, cond, rhs, current)
             }
-            Node::Flatten(inner) => {
-                let base = self.eval(inner, current)?;
-                let Value::Array(items) = base.as_ref() else {
-                    return Ok(Cow::Borrowed(NULL));
-                };
-                let mut out = Vec::with_capacity(items.len());
-                let mut size = 2usize;
-                for item in items {
-                    self.tick(1)?;
-                    match item {
-                        Value::Array(inner) => {
-                            for v in inner {
-                                self.tick(1)?;
-                                size = size.saturating_add(self.measure(v)? + 1);
-                                self.check_size(size)?;
-                                out.push(v.clone());
-                            }
-                        }
-                        other => {
-                            size = size.saturating_add(self.measure(other)? + 1);
-                            self.check_size(size)?;
-                            out.push(other.clone());
-                        }
-                    }
-                }
-                Ok(Cow::Owned(Value::Array(out)))
-            }
-            Node::Compare { op, lhs, rhs } => {
-                let left = self.eval(lhs, current)?;
-                let right = self.eval(rhs, current)?;
-                let result = match op {
-                    CmpOp::Eq => Value::Bool(self.deep_equal(&left, &right)?),
-                    CmpOp::Ne => Value::Bool(!self.deep_equal(&left, &right)?),
-                    _ => match (left.as_ref(), right.as_ref()) {
-                        (Value::Number(a), Value::Number(b)) => {
-                            let ord = compare_numbers(a, b);
-                            Value::Bool(match op {
-                                CmpOp::Lt => ord == Ordering::Less,
-                                CmpOp::Le => ord != Ordering::Greater,
-                                CmpOp::Gt => ord == Ordering::Greater,
-                                _ => ord != Ordering::Less,
-                            })
-                        }
-                        _ => Value::Null,
-                    },
-                };
-                Ok(Cow::Owned(result))
-            }
+            Node::Flatten(inner) => self.flatten(inner, current),
+            Node::Compare { op, lhs, rhs } => self.compare(*op, lhs, rhs, current),
             Node::Or(lhs, rhs) => {
                 let left = self.eval(lhs, current)?;
                 if is_truthy(&left) {
@@ -346,41 +255,15 @@ impl Evaluator {
                 }
             }
             Node::Not(inner) => {
-                let v = self.eval(inner, current)?;
-                Ok(Cow::Owned(Value::Bool(!is_truthy(&v))))
+                let truthy = is_truthy(self.eval(inner, current)?.as_ref());
+                Ok(Cow::Owned(Value::Bool(!truthy)))
             }
             Node::Pipe(lhs, rhs) => {
                 let left = self.eval(lhs, current)?;
                 self.eval_cow(rhs, left)
             }
-            Node::MultiList(items) => {
-                if current.is_null() {
-                    return Ok(Cow::Borrowed(NULL));
-                }
-                let mut out = Vec::with_capacity(items.len());
-                let mut size = 2usize;
-                for item in items {
-                    let v = self.eval(item, current)?;
-                    size = size.saturating_add(self.measure(&v)? + 1);
-                    self.check_size(size)?;
-                    out.push(v.into_owned());
-                }
-                Ok(Cow::Owned(Value::Array(out)))
-            }
-            Node::MultiHash(pairs) => {
-                if current.is_null() {
-                    return Ok(Cow::Borrowed(NULL));
-                }
-                let mut out = Map::new();
-                let mut size = 2usize;
-                for (key, item) in pairs {
-                    let v = self.eval(item, current)?;
-                    size = size.saturating_add(self.measure(&v)? + key.len() + 4);
-                    self.check_size(size)?;
-                    out.insert(key.clone(), v.into_owned());
-                }
-                Ok(Cow::Owned(Value::Object(out)))
-            }
+            Node::MultiList(items) => self.multi_list(items, current),
+            Node::MultiHash(pairs) => self.multi_hash(pairs, current),
             Node::Function { func, args } => {
                 functions::call(self, *func, args, current).map(Cow::Owned)
             }
@@ -388,6 +271,175 @@ impl Evaluator {
                 "an expression reference ('&...') can only be a function argument".to_owned(),
             )),
         }
+    }
+
+    #[inline(never)]
+    fn slice<'a>(
+        &mut self,
+        current: &'a Value,
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: Option<i64>,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        let step = step.unwrap_or(1);
+        if step == 0 {
+            return Err(EvalError::InvalidValue("slice step cannot be 0".to_owned()));
+        }
+        let Value::Array(items) = current else {
+            return Ok(Cow::Borrowed(NULL));
+        };
+        let picked = slice_indices(items.len(), start, stop, step);
+        let mut out = Vec::with_capacity(picked.len());
+        let mut size = 2usize;
+        for idx in picked {
+            self.tick(1)?;
+            if let Some(v) = items.get(idx) {
+                size = size.saturating_add(self.measure(v)? + 1);
+                self.check_size(size)?;
+                out.push(v.clone());
+            }
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn list_projection<'a>(
+        &mut self,
+        lhs: &'a Node,
+        rhs: &'a Node,
+        current: &'a Value,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        match self.eval(lhs, current)? {
+            Cow::Borrowed(Value::Array(items)) => self.project(items.iter(), rhs).map(Cow::Owned),
+            Cow::Owned(Value::Array(items)) => self.project(items.iter(), rhs).map(Cow::Owned),
+            _ => Ok(Cow::Borrowed(NULL)),
+        }
+    }
+
+    #[inline(never)]
+    fn value_projection<'a>(
+        &mut self,
+        lhs: &'a Node,
+        rhs: &'a Node,
+        current: &'a Value,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        match self.eval(lhs, current)? {
+            Cow::Borrowed(Value::Object(map)) => self.project(map.values(), rhs).map(Cow::Owned),
+            Cow::Owned(Value::Object(map)) => self.project(map.values(), rhs).map(Cow::Owned),
+            _ => Ok(Cow::Borrowed(NULL)),
+        }
+    }
+
+    #[inline(never)]
+    fn filter_projection<'a>(
+        &mut self,
+        lhs: &'a Node,
+        cond: &'a Node,
+        rhs: &'a Node,
+        current: &'a Value,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        match self.eval(lhs, current)? {
+            Cow::Borrowed(Value::Array(items)) => self.filter(items, cond, rhs).map(Cow::Owned),
+            Cow::Owned(Value::Array(items)) => self.filter(&items, cond, rhs).map(Cow::Owned),
+            _ => Ok(Cow::Borrowed(NULL)),
+        }
+    }
+
+    #[inline(never)]
+    fn flatten<'a>(
+        &mut self,
+        inner: &'a Node,
+        current: &'a Value,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        let base = self.eval(inner, current)?;
+        let Value::Array(items) = base.as_ref() else {
+            return Ok(Cow::Borrowed(NULL));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut size = 2usize;
+        for item in items {
+            self.tick(1)?;
+            let pieces: &[Value] = match item {
+                Value::Array(inner) => inner,
+                other => std::slice::from_ref(other),
+            };
+            for v in pieces {
+                self.tick(1)?;
+                size = size.saturating_add(self.measure(v)? + 1);
+                self.check_size(size)?;
+                out.push(v.clone());
+            }
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn compare<'a>(
+        &mut self,
+        op: CmpOp,
+        lhs: &'a Node,
+        rhs: &'a Node,
+        current: &'a Value,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        let left = self.eval(lhs, current)?;
+        let right = self.eval(rhs, current)?;
+        let result = match op {
+            CmpOp::Eq => Value::Bool(self.deep_equal(&left, &right)?),
+            CmpOp::Ne => Value::Bool(!self.deep_equal(&left, &right)?),
+            _ => match (left.as_ref(), right.as_ref()) {
+                (Value::Number(a), Value::Number(b)) => {
+                    let ord = compare_numbers(a, b);
+                    Value::Bool(match op {
+                        CmpOp::Lt => ord == Ordering::Less,
+                        CmpOp::Le => ord != Ordering::Greater,
+                        CmpOp::Gt => ord == Ordering::Greater,
+                        _ => ord != Ordering::Less,
+                    })
+                }
+                _ => Value::Null,
+            },
+        };
+        Ok(Cow::Owned(result))
+    }
+
+    #[inline(never)]
+    fn multi_list<'a>(
+        &mut self,
+        items: &'a [Node],
+        current: &'a Value,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        if current.is_null() {
+            return Ok(Cow::Borrowed(NULL));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        let mut size = 2usize;
+        for item in items {
+            let v = self.eval(item, current)?;
+            size = size.saturating_add(self.measure(&v)? + 1);
+            self.check_size(size)?;
+            out.push(v.into_owned());
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn multi_hash<'a>(
+        &mut self,
+        pairs: &'a [(String, Node)],
+        current: &'a Value,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        if current.is_null() {
+            return Ok(Cow::Borrowed(NULL));
+        }
+        let mut out = Map::new();
+        let mut size = 2usize;
+        for (key, item) in pairs {
+            let v = self.eval(item, current)?;
+            size = size.saturating_add(self.measure(&v)? + key.len() + 4);
+            self.check_size(size)?;
+            out.insert(key.clone(), v.into_owned());
+        }
+        Ok(Cow::Owned(Value::Object(out)))
     }
 
     /// Applies `rhs` to each element, keeping non-null results.
@@ -494,4 +546,26 @@ pub(crate) fn slice_indices(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slice_indices;
+
+    #[test]
+    fn slice_indices_follow_python_semantics() {
+        assert_eq!(slice_indices(5, None, None, 1), [0, 1, 2, 3, 4]);
+        assert_eq!(slice_indices(5, None, None, -1), [4, 3, 2, 1, 0]);
+        assert_eq!(slice_indices(5, Some(1), Some(-1), 2), [1, 3]);
+        assert_eq!(slice_indices(5, Some(-2), None, -2), [3, 1]);
+        assert_eq!(slice_indices(0, None, None, -1), Vec::<usize>::new());
+        assert_eq!(
+            slice_indices(3, Some(i64::MIN), Some(i64::MAX), i64::MAX),
+            [0]
+        );
+        assert_eq!(
+            slice_indices(3, Some(i64::MAX), Some(i64::MIN), i64::MIN),
+            [2]
+        );
+    }
 }

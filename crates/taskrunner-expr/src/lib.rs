@@ -7,7 +7,18 @@
 //!
 //! The JMESPath implementation is complete per the jmespath.org specification (checked by
 //! the compliance suite in `tests/compliance.rs`). Unknown function names and wrong
-//! argument counts are reported at parse time.
+//! argument counts are reported at parse time (messages start with "unknown function" and
+//! "wrong number of arguments").
+//!
+//! Two deliberate differences from the jmespath.py reference parser, neither exercised by
+//! the compliance suite:
+//! - `!` binds looser than `.`, `[` and function calls (but tighter than comparators,
+//!   `&&`, `||`, `|`), so `!inputs.flag` is `!(inputs.flag)`, not `(!inputs).flag`;
+//! - an object projection keeps projecting later path segments: `a.*.b.c` applies `b.c`
+//!   to every value of `a` (jmespath.py issue 182).
+//!
+//! A backtick literal that is not valid JSON but is a plain word (`` `foo` ``) is the
+//! legacy string form; anything else that is not JSON is a syntax error.
 //!
 //! Modules:
 //! - `lexer`, `parser`, `ast`: source text to AST, with byte offsets and bounded recursion;

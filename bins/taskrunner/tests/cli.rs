@@ -1,0 +1,212 @@
+//! The CLI as a user runs it: exit codes, output formats, input flags, error lines.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ok_pack(name: &str) -> String {
+    root()
+        .join("fixtures/packs/ok")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("taskrunner-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const BAD: &str = "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: Bad_Name, version: 1.0.0}\nspec:\n  steps:\n    - id: a\n      run: {usse: builtin:noop}\n";
+
+#[test]
+fn validate_ok_and_invalid() {
+    let good = run(&[
+        "validate",
+        &ok_pack("minimal.yaml"),
+        &ok_pack("deep-nesting.yaml"),
+    ]);
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+    assert!(stdout(&good).contains("minimal.yaml: valid"));
+
+    let bad = temp_file("bad.yaml", BAD);
+    let out = run(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 3, "{err}");
+    let prefix = format!("{}: ", bad.display());
+    assert!(lines.iter().all(|l| l.starts_with(&prefix)), "{err}");
+    assert!(err.contains(": metadata.name: "), "{err}");
+    assert!(err.contains(": spec.steps[0].run.usse: "), "{err}");
+    assert!(err.contains("did you mean 'uses'"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn validate_json_prints_the_plan_error_response() {
+    let bad = temp_file("bad-json.yaml", BAD);
+    let out = run(&["validate", "--format", "json", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let errors = v["errors"].as_array().unwrap();
+    assert!(errors.len() >= 3);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["path"].is_string() && e["message"].is_string())
+    );
+}
+
+#[test]
+fn plan_prints_canonical_json_and_hash() {
+    let pack = ok_pack("map-plan-time.yaml");
+    let out = run(&["plan", &pack]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(plan["schema"], "taskrunner.plan/v1");
+    assert_eq!(
+        plan["steps"][0]["children"][2]["id"],
+        "deploy[2]::deploy-region"
+    );
+
+    let hash = run(&["plan", &pack, "--hash"]);
+    let hash = stdout(&hash);
+    let hash = hash.trim();
+    assert!(hash.starts_with("sha256:") && hash.len() == 71, "{hash}");
+    // The printed hash is the hash of the canonical bytes, which equal the compact form of `plan`.
+    let sim = run(&["simulate", &pack]);
+    let sim: Value = serde_json::from_str(&stdout(&sim)).unwrap();
+    assert_eq!(sim["planHash"], hash);
+
+    let tree = run(&["plan", &pack, "--format", "tree"]);
+    assert!(
+        stdout(&tree).contains("└─ deploy (Map)"),
+        "{}",
+        stdout(&tree)
+    );
+}
+
+#[test]
+fn inputs_from_flags_and_files() {
+    let pack = ok_pack("contract-basic-simulation.yaml");
+    let missing = run(&["plan", &pack, "--hash"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("inputs.target"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let by_flag = run(&[
+        "plan",
+        &pack,
+        "--hash",
+        "--input",
+        "target=registry.example.com/app:v1.2.3",
+    ]);
+    assert_eq!(by_flag.status.code(), Some(0), "{}", stderr(&by_flag));
+    let json_file = temp_file(
+        "in.json",
+        r#"{"target": "registry.example.com/app:v1.2.3"}"#,
+    );
+    let by_json = run(&[
+        "plan",
+        &pack,
+        "--hash",
+        "--inputs",
+        json_file.to_str().unwrap(),
+    ]);
+    let yaml_file = temp_file("in.yaml", "target: registry.example.com/app:v1.2.3\n");
+    let by_yaml = run(&[
+        "plan",
+        &pack,
+        "--hash",
+        "--inputs",
+        yaml_file.to_str().unwrap(),
+    ]);
+    assert_eq!(stdout(&by_flag), stdout(&by_json));
+    assert_eq!(stdout(&by_flag), stdout(&by_yaml));
+
+    // A string input keeps 123 as "123"; --input wins over --inputs.
+    let numeric = run(&[
+        "plan",
+        &pack,
+        "--input",
+        "target=123",
+        "--inputs",
+        json_file.to_str().unwrap(),
+    ]);
+    let plan: Value = serde_json::from_str(&stdout(&numeric)).unwrap();
+    assert_eq!(plan["inputs"]["target"], Value::String("123".into()));
+
+    let undeclared = run(&["plan", &pack, "--input", "target=x", "--input", "tagret=y"]);
+    assert_eq!(undeclared.status.code(), Some(2));
+    assert!(
+        stderr(&undeclared).contains("inputs.tagret"),
+        "{}",
+        stderr(&undeclared)
+    );
+}
+
+#[test]
+fn simulate_table_and_exit_codes() {
+    let table = run(&[
+        "simulate",
+        &ok_pack("contract-create-run.yaml"),
+        "--format",
+        "table",
+    ]);
+    assert_eq!(table.status.code(), Some(0));
+    let text = stdout(&table);
+    assert!(text.contains("RequiresApproval"), "{text}");
+    assert!(text.contains("pending approvals: yes"), "{text}");
+
+    let missing = run(&["simulate", "no-such-file.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).starts_with("error: cannot read no-such-file.yaml"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let bad_flag = run(&["plan", &ok_pack("minimal.yaml"), "--input", "novalue"]);
+    assert_eq!(bad_flag.status.code(), Some(1));
+    assert!(stderr(&bad_flag).contains("expected NAME=VALUE"));
+
+    let usage = run(&["frobnicate"]);
+    assert_eq!(usage.status.code(), Some(1));
+}
+
+#[test]
+fn binary_input_is_an_error_not_a_panic() {
+    let path = temp_file("binary.yaml", "");
+    std::fs::write(&path, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    let out = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+}

@@ -34,3 +34,21 @@ pub const ALL: &[(&str, &str)] = &[
         "a number outside ±2^53 would enter the plan",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_code_has_a_page() {
+        for (code, _) in super::ALL {
+            let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../docs/errors")
+                .join(format!("{code}.md"));
+            let text = std::fs::read_to_string(&page).unwrap_or_default();
+            assert!(
+                text.starts_with(&format!("# {code}:")),
+                "{code} needs a page at {}",
+                page.display()
+            );
+        }
+    }
+}

@@ -76,10 +76,11 @@ fn newline(out: &mut String, indent: Option<usize>, level: usize) {
     }
 }
 
-/// Largest integer magnitude that an IEEE-754 double (and so JCS) represents exactly.
-pub const SAFE_INTEGER_MAX: u64 = (1 << 53) - 1;
+/// Largest integer magnitude hashed exactly: 2^53 (beyond it, neighbouring integers collide
+/// once read as IEEE-754 doubles, as RFC 8785 does).
+pub const SAFE_INTEGER_MAX: u64 = 1 << 53;
 
-/// True when `n` can be hashed without loss (SPEC §8 rule 6): integers within ±(2^53 − 1)
+/// True when `n` can be hashed without loss (SPEC §8 rule 6): integers within ±2^53
 /// and finite floats.
 pub fn is_exact_number(n: &Number) -> bool {
     if let Some(i) = n.as_i64() {
@@ -248,7 +249,7 @@ mod tests {
             "\"\\u001f\u{7f}\u{2028}\""
         );
         assert!(is_exact_number(&Number::from(SAFE_INTEGER_MAX)));
-        assert!(!is_exact_number(&Number::from(SAFE_INTEGER_MAX + 2)));
+        assert!(!is_exact_number(&Number::from(SAFE_INTEGER_MAX + 1)));
         assert!(!is_exact_number(&Number::from(i64::MIN)));
     }
 

@@ -1,7 +1,8 @@
 //! Data-driven snapshot tests over `fixtures/packs/{ok,err}` (one test per folder).
 //!
 //! For each valid pack: the pretty canonical plan, its hash and the simulation are snapshotted
-//! (`fixtures/snapshots/ok/`); for each invalid pack: every diagnostic (`fixtures/snapshots/err/`).
+//! (`fixtures/snapshots/ok/`); for each invalid pack: every diagnostic (`fixtures/snapshots/err/`,
+//! and `fixtures/snapshots/plan-err/` for packs that validate but cannot be planned).
 //! A pack's inputs, when it needs any, sit beside it as `<name>.inputs.json`.
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,35 @@ fn ok() {
         let snapshot = format!(
             "hash: {hash}\n\n--- plan ---\n{}\n--- simulation ---\n{sim}\n",
             plan.to_pretty_json()
+        );
+        settings.bind(|| insta::assert_snapshot!(name, snapshot));
+    }
+}
+
+/// Packs that validate but cannot be planned (or whose inputs are wrong): `fixtures/packs/plan-err`.
+#[test]
+fn plan_err() {
+    let files = packs("plan-err");
+    assert!(
+        files.len() >= 10,
+        "expected plan-error packs, found {}",
+        files.len()
+    );
+    let settings = settings("plan-err");
+    for pack in files {
+        let name = name_of(&pack);
+        let yaml = std::fs::read_to_string(&pack).unwrap();
+        taskrunner_manifest::parse(&yaml).unwrap_or_else(|e| {
+            panic!("{name}: should pass validation and fail planning, got:\n{e}")
+        });
+        let error = match taskrunner_plan::plan_yaml(&yaml, &inputs_for(&pack)) {
+            Ok(_) => panic!("{name}: expected plan errors, the pack planned"),
+            Err(e) => e,
+        };
+        let snapshot = format!(
+            "{}\n\n--- PlanErrorResponse ---\n{}",
+            error.diagnostics(),
+            serde_json::to_string_pretty(&error.to_response()).unwrap()
         );
         settings.bind(|| insta::assert_snapshot!(name, snapshot));
     }

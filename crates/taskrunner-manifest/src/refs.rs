@@ -65,6 +65,8 @@ pub(crate) struct Use {
 pub(crate) struct Names<'a> {
     pub(crate) inputs: &'a BTreeSet<String>,
     pub(crate) secrets: &'a BTreeSet<String>,
+    /// Some steps could not be read, so a missing id may just be unreadable: don't report it.
+    pub(crate) steps_incomplete: bool,
 }
 
 #[derive(Debug)]
@@ -314,6 +316,7 @@ impl Graph {
                         continue;
                     }
                     match self.ids.get(id.as_str()) {
+                        None if names.steps_incomplete => {}
                         None => {
                             let hint = suggest::hint(id, self.ids.keys().map(String::as_str));
                             report(codes::UNKNOWN_STEP, format!("unknown step '{id}'{hint}"));

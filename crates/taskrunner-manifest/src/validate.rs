@@ -191,6 +191,8 @@ struct Validator {
     approvals: BTreeSet<String>,
     policies: BTreeSet<String>,
     step_count: usize,
+    /// Some step list or step id could not be read: "unknown step" would then be noise.
+    steps_incomplete: bool,
 }
 
 impl Validator {
@@ -742,6 +744,7 @@ impl Validator {
         let steps = match obj.get("steps") {
             None => {
                 self.missing(&obj, "steps");
+                self.steps_incomplete = true;
                 Vec::new()
             }
             Some(node) => {
@@ -1252,6 +1255,7 @@ impl Validator {
         vars: &[String],
     ) -> Option<Vec<Step>> {
         let Value::Seq(items) = &node.value else {
+            self.steps_incomplete = true;
             self.wrong_type(path, node, "a sequence of steps");
             return None;
         };
@@ -1301,9 +1305,15 @@ impl Validator {
         vars: &[String],
     ) -> Option<Step> {
         self.step_count += 1;
-        let obj = self.object(node, path, STEP_FIELDS)?;
+        let Some(obj) = self.object(node, path, STEP_FIELDS) else {
+            self.steps_incomplete = true;
+            return None;
+        };
         let before = self.diags.len();
         let id = self.req_str(&obj, "id");
+        if id.as_ref().is_none_or(|(id, _)| !is_step_id(id)) {
+            self.steps_incomplete = true;
+        }
         let me = self.graph.add_step(list, index);
         if let Some((id, pos)) = &id {
             if !is_step_id(id) {
@@ -1977,6 +1987,7 @@ impl Validator {
         let names = crate::refs::Names {
             inputs: &self.inputs,
             secrets: &self.secrets,
+            steps_incomplete: self.steps_incomplete,
         };
         let found = self.graph.check(&uses, &names);
         self.diags.extend(found);

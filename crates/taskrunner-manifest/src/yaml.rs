@@ -228,19 +228,40 @@ fn diagnostic_from_error(err: &YamlError) -> Diagnostic {
         .into_owned();
     let text = lowercase_first(text.trim().trim_end_matches('.'));
     let (code, message) = match inner {
-        YamlError::Budget { breach, .. } => match breach {
-            serde_saphyr::budget::BudgetBreach::Depth { .. } => (
-                codes::BUDGET,
-                format!("yaml nesting is deeper than {YAML_DEPTH_MAX} levels ({text})"),
-            ),
-            _ => (
+        YamlError::Budget { breach, .. } => {
+            use serde_saphyr::budget::BudgetBreach as B;
+            let detail = match breach {
+                B::Depth { .. } => {
+                    return located(
+                        err,
+                        codes::BUDGET,
+                        format!("yaml nesting is deeper than {YAML_DEPTH_MAX} levels"),
+                    );
+                }
+                B::Documents { .. } => {
+                    return located(
+                        err,
+                        codes::MULTIPLE_DOCUMENTS,
+                        "expected exactly one yaml document, found several".to_owned(),
+                    );
+                }
+                B::Events { events } => format!("{events} yaml events"),
+                B::Nodes { nodes } => format!("{nodes} yaml nodes"),
+                B::Aliases { aliases } => format!("{aliases} aliases"),
+                B::Anchors { anchors } => format!("{anchors} anchors"),
+                B::ScalarBytes { total_scalar_bytes } => {
+                    format!("{total_scalar_bytes} bytes of scalars")
+                }
+                other => format!("{other:?}").to_lowercase(),
+            };
+            (
                 codes::BUDGET,
                 format!(
                     "yaml alias expansion/budget limit exceeded: the expanded document may be at \
-                     most {ALIAS_EXPANSION_FACTOR_MAX} times the input size ({text})"
+                     most {ALIAS_EXPANSION_FACTOR_MAX} times the input size, reached {detail}"
                 ),
-            ),
-        },
+            )
+        }
         YamlError::AliasReplayLimitExceeded { .. }
         | YamlError::AliasExpansionLimitExceeded { .. }
         | YamlError::AliasReplayStackDepthExceeded { .. }
@@ -264,6 +285,10 @@ fn diagnostic_from_error(err: &YamlError) -> Diagnostic {
         ),
         _ => (codes::YAML_SYNTAX, format!("invalid yaml: {text}")),
     };
+    located(err, code, message)
+}
+
+fn located(err: &YamlError, code: &'static str, message: String) -> Diagnostic {
     let pos = err
         .location()
         .map(|l| Pos::from_location(&l))

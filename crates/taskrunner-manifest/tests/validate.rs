@@ -115,7 +115,7 @@ fn unknown_field_did_you_mean() {
         d.message,
         "unknown field 'timeout' (did you mean 'timeoutSeconds'?)"
     );
-    assert_eq!(d.line, Some(72));
+    assert_eq!((d.line, d.column), (Some(67), Some(13)));
     let d = expect_one(
         &edit("  inputs:", "  input:"),
         codes::UNKNOWN_FIELD,
@@ -153,15 +153,11 @@ fn wrong_types_say_what_was_expected() {
         "spec.steps[5].loop.maxIterations",
     );
     assert_eq!(d.message, "expected an integer, found a string");
-    let d = expect_one(
-        &edit(
-            "  steps:\n    - id: scan",
-            "  steps:\n    x:\n    - id: scan",
-        ),
-        codes::YAML_SYNTAX,
-        "",
-    );
-    assert!(d.line.is_some());
+    let diags = errors(&edit("  steps:\n    - id: scan", "  steps:\n    x: 1\n    y:\n    - id: scan"));
+    // Only the wrong type: no "unknown step" noise from references to the unreadable steps.
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!((diags[0].code, diags[0].path.as_str()), (codes::WRONG_TYPE, "spec.steps"));
+    assert_eq!(diags[0].message, "expected a sequence of steps, found a mapping");
 }
 
 #[test]
@@ -177,6 +173,13 @@ fn duplicate_step_id_reported_at_later_occurrence() {
         "{}",
         d.message
     );
+}
+
+#[test]
+fn yaml_syntax_error_has_line_and_column() {
+    let d = expect_one(&edit("  license: MIT\n", "  license: [MIT\n"), codes::YAML_SYNTAX, "");
+    assert!(d.line.is_some() && d.column.is_some(), "{d:?}");
+    assert!(d.message.starts_with("invalid yaml: "), "{}", d.message);
 }
 
 #[test]
@@ -212,7 +215,7 @@ fn yaml_core_schema() {
 
 #[test]
 fn integers_beyond_2_pow_53_are_errors() {
-    let yaml = edit("nested: {list:", "big: 9007199254740993, nested: {list:");
+    let yaml = edit("          nested:", "          big: 9007199254740993\n          nested:");
     let d = expect_one(&yaml, codes::OUT_OF_RANGE, "spec.steps[0].run.with.big");
     assert!(d.message.contains("±2^53"), "{}", d.message);
 }
@@ -233,7 +236,7 @@ fn kind_keys() {
             "      gate: {approval: {id: security-review}}\n      run:\n        uses: builtin:scan",
         ),
         codes::EXACTLY_ONE,
-        "spec.steps[0].run",
+        "spec.steps[0].gate",
     );
 }
 

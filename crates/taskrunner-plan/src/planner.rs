@@ -707,18 +707,19 @@ impl Planner<'_> {
         match self.eval(expr, scope, path, false) {
             Eval::Value(Value::Array(items)) => {
                 if items.len() as u64 > max {
-                    let code = if what == "map items" {
-                        codes::MAP_ITEMS
+                    let (code, limit) = if what == "map items" {
+                        (codes::MAP_ITEMS, format!("at most {max} are allowed"))
                     } else {
-                        codes::MAX_ITERATIONS
+                        (
+                            codes::MAX_ITERATIONS,
+                            format!("more than maxIterations ({max})"),
+                        )
                     };
+                    let count = items.len();
                     self.error(
                         code,
                         path,
-                        format!(
-                            "{what} evaluated to {} items; at most {max} are allowed",
-                            items.len()
-                        ),
+                        format!("{what} evaluated to {count} items, {limit}"),
                     );
                     return None;
                 }

@@ -105,7 +105,7 @@ spec:
       conditional:
         outputUnion: true
         branches:
-          - when: "steps.poll.outputs != null"
+          - when: "steps.poll.outputs != `null`"
             steps:
               - id: notify
                 run: {uses: builtin:notify, with: {poll: "{{ steps.poll.outputs }}"}}

@@ -12,12 +12,23 @@ fn err_fixtures_fail_with_expected_code() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     paths.sort();
-    assert!(paths.len() >= 25, "expected at least 25 err fixtures, found {}", paths.len());
+    assert!(
+        paths.len() >= 25,
+        "expected at least 25 err fixtures, found {}",
+        paths.len()
+    );
     let mut failures = Vec::new();
     for path in &paths {
         let text = std::fs::read_to_string(path).expect("readable fixture");
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let Some(code) = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")) else {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(code) = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+        else {
             failures.push(format!("{name}: first line must be `# expect: TR-Mxxxx`"));
             continue;
         };

@@ -26,12 +26,14 @@ fn defaults_and_provided_values() {
 #[test]
 fn resolution_errors_point_at_inputs() {
     let m = parse(common::VALID).unwrap_or_else(|d| panic!("{d}"));
-    let diags: Vec<_> =
-        resolve_inputs(&m, &provided(json!({"replicas": 0, "regons": [], "regions": "eu"})))
-            .expect_err("errors")
-            .into_iter()
-            .map(|d| (d.code, d.path, d.message))
-            .collect();
+    let diags: Vec<_> = resolve_inputs(
+        &m,
+        &provided(json!({"replicas": 0, "regons": [], "regions": "eu"})),
+    )
+    .expect_err("errors")
+    .into_iter()
+    .map(|d| (d.code, d.path, d.message))
+    .collect();
     assert_eq!(
         diags,
         vec![
@@ -65,7 +67,10 @@ fn integer_type_rejects_fractions_and_huge_values() {
     for bad in [json!(2.5), json!("2"), json!(9_007_199_254_740_993_u64)] {
         let d = resolve_inputs(&m, &provided(json!({"target": "x", "replicas": bad})))
             .expect_err("type error");
-        assert_eq!(d.iter().next().map(|d| d.code), Some(codes::INPUT_TYPE_MISMATCH));
+        assert_eq!(
+            d.iter().next().map(|d| d.code),
+            Some(codes::INPUT_TYPE_MISMATCH)
+        );
     }
 }
 
@@ -96,9 +101,9 @@ fn cli_values_are_coerced_to_the_declared_type() {
 
 #[test]
 fn quoting_does_not_change_values_of_the_same_type() {
-    let plain = common::VALID.replacen("name: Ops", "name: Ops", 1);
+    let plain = common::VALID;
     let quoted = common::VALID.replacen("name: Ops", "name: \"Ops\"", 1);
-    let a = parse(&plain).unwrap_or_else(|d| panic!("{d}"));
+    let a = parse(plain).unwrap_or_else(|d| panic!("{d}"));
     let b = parse(&quoted).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(a.metadata(), b.metadata());
     let single = common::VALID.replacen("default: [eu, us]", "default: ['eu', \"us\"]", 1);

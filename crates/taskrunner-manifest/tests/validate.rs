@@ -153,11 +153,20 @@ fn wrong_types_say_what_was_expected() {
         "spec.steps[5].loop.maxIterations",
     );
     assert_eq!(d.message, "expected an integer, found a string");
-    let diags = errors(&edit("  steps:\n    - id: scan", "  steps:\n    x: 1\n    y:\n    - id: scan"));
+    let diags = errors(&edit(
+        "  steps:\n    - id: scan",
+        "  steps:\n    x: 1\n    y:\n    - id: scan",
+    ));
     // Only the wrong type: no "unknown step" noise from references to the unreadable steps.
     assert_eq!(diags.len(), 1, "{diags:#?}");
-    assert_eq!((diags[0].code, diags[0].path.as_str()), (codes::WRONG_TYPE, "spec.steps"));
-    assert_eq!(diags[0].message, "expected a sequence of steps, found a mapping");
+    assert_eq!(
+        (diags[0].code, diags[0].path.as_str()),
+        (codes::WRONG_TYPE, "spec.steps")
+    );
+    assert_eq!(
+        diags[0].message,
+        "expected a sequence of steps, found a mapping"
+    );
 }
 
 #[test]
@@ -177,7 +186,11 @@ fn duplicate_step_id_reported_at_later_occurrence() {
 
 #[test]
 fn yaml_syntax_error_has_line_and_column() {
-    let d = expect_one(&edit("  license: MIT\n", "  license: [MIT\n"), codes::YAML_SYNTAX, "");
+    let d = expect_one(
+        &edit("  license: MIT\n", "  license: [MIT\n"),
+        codes::YAML_SYNTAX,
+        "",
+    );
     assert!(d.line.is_some() && d.column.is_some(), "{d:?}");
     assert!(d.message.starts_with("invalid yaml: "), "{}", d.message);
 }
@@ -215,7 +228,10 @@ fn yaml_core_schema() {
 
 #[test]
 fn integers_beyond_2_pow_53_are_errors() {
-    let yaml = edit("          nested:", "          big: 9007199254740993\n          nested:");
+    let yaml = edit(
+        "          nested:",
+        "          big: 9007199254740993\n          nested:",
+    );
     let d = expect_one(&yaml, codes::OUT_OF_RANGE, "spec.steps[0].run.with.big");
     assert!(d.message.contains("±2^53"), "{}", d.message);
 }
@@ -436,9 +452,11 @@ fn step_references() {
         "spec.steps[6].conditional.else[0].run.with.x",
     );
     // Policy references are checked at the gate using the policy.
-    let yaml = VALID
-        .replacen("policy: no-critical\n", "policy: no-critical\n", 1)
-        .replacen("    - id: scan\n      run:", "    - id: early\n      gate: {policy: {policy: no-critical}}\n    - id: scan\n      run:", 1);
+    let yaml = VALID.replacen(
+        "    - id: scan\n      run:",
+        "    - id: early\n      gate: {policy: {policy: no-critical}}\n    - id: scan\n      run:",
+        1,
+    );
     let d = expect_one(
         &yaml,
         codes::STEP_NOT_BEFORE,
@@ -553,7 +571,7 @@ fn alias_bomb_is_rejected() {
     let mut yaml = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..9 {
         let prev = format!("*a{}", i - 1);
-        let items = vec![prev.as_str(); 9].join(", ");
+        let items = [prev.as_str(); 9].join(", ");
         yaml.push_str(&format!("a{i}: &a{i} [{items}]\n"));
     }
     let d = expect_one(&yaml, codes::BUDGET, "");

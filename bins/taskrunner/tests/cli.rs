@@ -1,5 +1,7 @@
 //! The CLI as a user runs it: exit codes, output formats, input flags, error lines.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

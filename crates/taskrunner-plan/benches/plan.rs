@@ -3,6 +3,8 @@
 //!
 //! A plain harness (no criterion): each figure is the median of repeated runs after a warm-up.
 
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! The contract's examples: the basic simulation request must simulate to the contract's example
 //! response (with a real hash), and every field we emit must exist in the contract's schemas.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use serde_json::{Value, json};
 
 fn contract() -> Value {

@@ -5,6 +5,8 @@
 //! and `fixtures/snapshots/plan-err/` for packs that validate but cannot be planned).
 //! A pack's inputs, when it needs any, sit beside it as `<name>.inputs.json`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};

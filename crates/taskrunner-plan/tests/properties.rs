@@ -2,6 +2,8 @@
 //! whitespace, quoting style, flow/block style and anchors — and changes under any semantic
 //! mutation; planning never panics.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -180,7 +182,7 @@ impl Emitter<'_> {
                             let anchor = self.anchor(child);
                             out.push_str(&format!("{pad}{key}: {}{comment}\n", anchor.trim_end()));
                             if self.next(5) == 0 {
-                                out.push_str("\n");
+                                out.push('\n');
                             }
                             self.block(child, level + 1, out);
                         }

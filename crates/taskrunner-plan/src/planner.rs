@@ -616,46 +616,48 @@ impl Planner<'_> {
                 )
             }
             StepKind::Conditional(cond) => {
+                // Which branches can still be taken: a plan-time false condition never can;
+                // everything after a plan-time true condition (and `else`) never can. `taken`
+                // is known when every condition before the chosen one was decided now.
+                let count = cond.branches.len();
+                let mut possible = vec![enabled; count + 1];
                 let mut taken = None;
                 if enabled {
-                    taken = Some(cond.branches.len());
+                    let mut all_decided = true;
+                    let mut chosen = count;
                     for (b, branch) in cond.branches.iter().enumerate() {
                         let wpath = format!("{path}.conditional.branches[{b}].when");
                         match self.eval(&branch.when, scope, &wpath, false) {
                             Eval::Value(v) if is_truthy(&v) => {
-                                taken = Some(b);
+                                chosen = b;
                                 break;
                             }
-                            Eval::Value(_) => {}
-                            Eval::Runtime | Eval::Failed => {
-                                taken = None;
-                                break;
-                            }
+                            Eval::Value(_) => possible[b] = false,
+                            Eval::Runtime | Eval::Failed => all_decided = false,
                         }
                     }
+                    for later in possible.iter_mut().skip(chosen + 1) {
+                        *later = false;
+                    }
+                    if all_decided {
+                        taken = Some(chosen);
+                    }
                 }
+                let not_taken = |b: usize| reason.or((!possible[b]).then_some("branch-not-taken"));
                 let mut children = Vec::new();
                 for (b, branch) in cond.branches.iter().enumerate() {
-                    let branch_reason = reason.or(match taken {
-                        Some(t) if t != b => Some("branch-not-taken"),
-                        _ => None,
-                    });
                     children.extend(self.plan_steps(
                         &branch.steps,
                         &format!("{path}.conditional.branches[{b}].steps"),
                         scope,
-                        branch_reason,
+                        not_taken(b),
                     ));
                 }
-                let else_reason = reason.or(match taken {
-                    Some(t) if t != cond.branches.len() => Some("branch-not-taken"),
-                    _ => None,
-                });
                 children.extend(self.plan_steps(
                     &cond.else_steps,
                     &format!("{path}.conditional.else"),
                     scope,
-                    else_reason,
+                    not_taken(count),
                 ));
                 (
                     PlanStepKind::Conditional {

@@ -10,35 +10,37 @@ use std::time::{Duration, Instant};
 
 use serde_json::Map;
 
-/// A pack of `steps` steps: sequential run steps with plan-time and run-time templates, and
-/// every tenth position a parallel group of three.
+/// A pack of `steps` steps in compact flow style (10,000 steps must fit in the 1 MiB manifest
+/// limit): sequential run steps with plan-time and run-time templates, and every tenth position
+/// a parallel group of three.
 fn generate(steps: usize) -> String {
     let mut out = String::from(
-        "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata:\n  name: bench\n  version: 1.0.0\nspec:\n  inputs:\n    - name: target\n      type: string\n      default: registry.example.com/app\n  steps:\n",
+        "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: bench, version: 1.0.0}\nspec:\n  inputs: [{name: t, type: string, default: registry.example.com/app}]\n  steps:\n",
     );
     let mut made = 0;
     let mut i = 0;
     while made < steps {
         if i % 10 == 9 && steps - made >= 4 {
-            out.push_str(&format!(
-                "    - id: group{i}\n      parallel:\n        maxParallel: 2\n        steps:\n"
-            ));
+            out.push_str(&format!("  - {{id: g{i}, parallel: {{maxParallel: 2, steps: ["));
             for c in 0..3 {
+                if c > 0 {
+                    out.push_str(", ");
+                }
                 out.push_str(&format!(
-                    "          - id: g{i}c{c}\n            run:\n              uses: builtin:echo\n              with:\n                message: \"child {c} of {{{{ inputs.target }}}}\"\n"
+                    "{{id: g{i}c{c}, run: {{uses: builtin:echo, with: {{m: \"{c} {{{{inputs.t}}}}\"}}}}}}"
                 ));
             }
+            out.push_str("]}}\n");
             made += 4;
         } else {
+            let previous = if i % 10 != 0 {
+                format!(", p: \"{{{{steps.s{}.outputs.x}}}}\"", i - 1)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "    - id: s{i}\n      run:\n        uses: builtin:shell\n        with:\n          script: \"echo {i}\"\n          target: \"{{{{ inputs.target }}}}:{i}\"\n"
+                "  - {{id: s{i}, run: {{uses: builtin:shell, with: {{t: \"{{{{inputs.t}}}}:{i}\"{previous}}}}}}}\n"
             ));
-            if i > 0 && i % 10 != 0 {
-                out.push_str(&format!(
-                    "          previous: \"{{{{ steps.s{}.outputs.exitCode }}}}\"\n",
-                    i - 1
-                ));
-            }
             made += 1;
         }
         i += 1;

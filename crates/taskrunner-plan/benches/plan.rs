@@ -21,7 +21,9 @@ fn generate(steps: usize) -> String {
     let mut i = 0;
     while made < steps {
         if i % 10 == 9 && steps - made >= 4 {
-            out.push_str(&format!("  - {{id: g{i}, parallel: {{maxParallel: 2, steps: ["));
+            out.push_str(&format!(
+                "  - {{id: g{i}, parallel: {{maxParallel: 2, steps: ["
+            ));
             for c in 0..3 {
                 if c > 0 {
                     out.push_str(", ");

@@ -6,6 +6,7 @@
 //! Pure: no I/O, no clock, no environment, no secret values. The engine consumes [`Plan`].
 
 mod codes;
+mod decode;
 mod encode;
 pub mod jcs;
 mod model;
@@ -15,6 +16,7 @@ mod simulate;
 mod value;
 
 pub use codes::ALL as ERROR_CODES;
+pub use decode::DecodeError;
 pub use model::{
     Aggregation, FailureAction, FailureDefaults, Iterations, LoopSource, PLAN_SCHEMA, PackRef,
     Plan, PlanApproval, PlanBranch, PlanOutput, PlanPolicy, PlanSandbox, PlanSecret, PlanSlo,
@@ -37,5 +39,14 @@ impl Plan {
     /// The plan document pretty-printed deterministically (canonical order, 2-space indent).
     pub fn to_pretty_json(&self) -> String {
         jcs::to_pretty(&self.to_json())
+    }
+
+    /// Reads a plan back from its canonical JSON (as stored with a run). The document must
+    /// re-encode to the same bytes, and hash to `expected_hash` when one is given.
+    pub fn from_canonical_json(
+        text: &str,
+        expected_hash: Option<&str>,
+    ) -> Result<Plan, DecodeError> {
+        decode::decode(text, expected_hash)
     }
 }

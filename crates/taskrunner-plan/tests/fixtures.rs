@@ -80,6 +80,11 @@ fn ok() {
             hash,
             taskrunner_plan::hash_bytes(plan.canonical_json().as_bytes())
         );
+        // A stored plan reads back to the same bytes and hash (and is checked on the way in).
+        let stored = taskrunner_plan::Plan::from_canonical_json(plan.canonical_json(), Some(hash))
+            .unwrap_or_else(|e| panic!("{name}: stored plan does not read back: {e}"));
+        assert_eq!(stored.canonical_json(), plan.canonical_json(), "{name}");
+        assert_eq!(stored.step_count(), plan.step_count(), "{name}");
         let sim = serde_json::to_string_pretty(&taskrunner_plan::simulate(&plan)).unwrap();
         let snapshot = format!(
             "hash: {hash}\n\n--- plan ---\n{}\n--- simulation ---\n{sim}\n",
@@ -138,4 +143,41 @@ fn err() {
         let snapshot = error.diagnostics().to_string();
         settings.bind(|| insta::assert_snapshot!(name, snapshot));
     }
+}
+
+#[test]
+fn stored_plans_are_checked_on_the_way_in() {
+    let pack = fixtures_dir().join("packs/ok/deep-nesting.yaml");
+    let plan =
+        taskrunner_plan::plan_yaml(&std::fs::read_to_string(pack).unwrap(), &Map::new()).unwrap();
+    let text = plan.canonical_json();
+    let wrong = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    assert!(matches!(
+        taskrunner_plan::Plan::from_canonical_json(text, Some(wrong)),
+        Err(taskrunner_plan::DecodeError::HashMismatch { .. })
+    ));
+    let tampered = text.replace("\"maxParallel\":3", "\"maxParallel\":4");
+    assert_ne!(tampered, text);
+    let reread = taskrunner_plan::Plan::from_canonical_json(&tampered, Some(plan.hash()));
+    assert!(
+        matches!(
+            reread,
+            Err(taskrunner_plan::DecodeError::HashMismatch { .. })
+        ),
+        "{reread:?}"
+    );
+    let pretty = plan.to_pretty_json();
+    assert!(matches!(
+        taskrunner_plan::Plan::from_canonical_json(&pretty, None),
+        Ok(p) if p.hash() == plan.hash()
+    ));
+    let unknown = text.replace("\"kind\":\"Parallel\"", "\"kind\":\"Teleport\"");
+    assert!(matches!(
+        taskrunner_plan::Plan::from_canonical_json(&unknown, None),
+        Err(taskrunner_plan::DecodeError::Invalid { .. })
+    ));
+    assert!(matches!(
+        taskrunner_plan::Plan::from_canonical_json("{", None),
+        Err(taskrunner_plan::DecodeError::Json(_))
+    ));
 }

@@ -34,7 +34,10 @@ pub fn resolve_inputs(
             error(
                 codes::INPUT_UNDECLARED,
                 name,
-                format!("input '{name}' is not declared by the pack{hint}"),
+                format!(
+                    "input '{}' is not declared by the pack{hint}",
+                    schema::excerpt(name)
+                ),
             );
         }
     }

@@ -27,3 +27,15 @@ pub fn parse(yaml: &str) -> Result<Manifest, Diagnostics> {
     let tree = yaml::read(yaml).map_err(|d| Diagnostics(vec![d]))?;
     validate::validate(&tree)
 }
+
+/// Reads one YAML document (JSON is YAML) into a plain JSON value with exactly the manifest
+/// reader: the same size, depth and alias-expansion budgets, the YAML 1.2 core schema (`yes`,
+/// `on`, `Off` are strings; `010` is the integer 10, `0o10` is 8, `0x1F` is 31, `1_000` is a
+/// string), duplicate mapping keys rejected (`TR-M0004`; `1` and `"1"` are the same key),
+/// integers outside ±2^53 and non-finite numbers (`.inf`, `.nan`, `1e400`) rejected
+/// (`TR-M0016`). Meant for `--inputs` files. Diagnostic paths start at the document root
+/// (`target`, `regions[1]`).
+pub fn parse_value(text: &str) -> Result<serde_json::Value, Diagnostics> {
+    let tree = yaml::read_document(text, "document").map_err(|d| Diagnostics(vec![d]))?;
+    validate::to_json(&tree)
+}

@@ -86,10 +86,12 @@ struct ListNode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     All,
-    /// Only `steps.<id>` (a policy/approval definition replayed at a gate).
-    StepsOnly,
-    /// Everything except `steps.<id>` (a policy/approval definition, checked once).
-    NoSteps,
+    /// A policy/approval definition replayed at a gate that uses it (SPEC §8.1 rule 3):
+    /// `steps.<id>` and the context roots, with the gate's iteration variables in scope.
+    AtGate,
+    /// A policy/approval definition, checked once: only `inputs.<name>` and `secrets.<name>`
+    /// (which do not depend on where the text is evaluated).
+    Definition,
 }
 
 /// The step tree, for order checks.
@@ -218,6 +220,7 @@ impl Graph {
                     self.check_use(
                         u,
                         Some(*site),
+                        &u.vars,
                         &u.path,
                         u.pos,
                         "",
@@ -227,10 +230,30 @@ impl Graph {
                     );
                 }
                 UseTarget::Anywhere => {
-                    self.check_use(u, None, &u.path, u.pos, "", Mode::All, names, &mut out);
+                    self.check_use(
+                        u,
+                        None,
+                        &u.vars,
+                        &u.path,
+                        u.pos,
+                        "",
+                        Mode::All,
+                        names,
+                        &mut out,
+                    );
                 }
                 UseTarget::Policy(_) | UseTarget::Approval(_) => {
-                    self.check_use(u, None, &u.path, u.pos, "", Mode::NoSteps, names, &mut out);
+                    self.check_use(
+                        u,
+                        None,
+                        &[],
+                        &u.path,
+                        u.pos,
+                        "",
+                        Mode::Definition,
+                        names,
+                        &mut out,
+                    );
                 }
                 UseTarget::GateUsesPolicy(id, gate) | UseTarget::GateUsesApproval(id, gate) => {
                     let key = (
@@ -242,15 +265,17 @@ impl Graph {
                         UseTarget::Step(site) => Some(*site),
                         _ => None,
                     };
+                    // The gate's iteration variables are in scope (SPEC §2).
                     for def in definitions.get(&key).into_iter().flatten() {
                         let prefix = format!("in {}: ", def.path);
                         self.check_use(
                             def,
                             site,
+                            &u.vars,
                             &u.path,
                             u.pos,
                             &prefix,
-                            Mode::StepsOnly,
+                            Mode::AtGate,
                             names,
                             &mut out,
                         );
@@ -258,17 +283,19 @@ impl Graph {
                 }
             }
         }
-        // Definitions no gate uses: their step references must at least exist.
+        // Definitions no gate uses: their step references must at least exist, and their
+        // context roots are checked with no iteration variables in scope.
         for (key, defs) in &definitions {
             if !used.contains(key) {
                 for def in defs {
                     self.check_use(
                         def,
                         None,
+                        &[],
                         &def.path,
                         def.pos,
                         "",
-                        Mode::StepsOnly,
+                        Mode::AtGate,
                         names,
                         &mut out,
                     );
@@ -283,6 +310,7 @@ impl Graph {
         &self,
         u: &Use,
         site: Option<Site>,
+        vars: &[String],
         path: &str,
         pos: Pos,
         prefix: &str,
@@ -312,14 +340,17 @@ impl Graph {
             match root.as_str() {
                 "steps" => {
                     let Some(id) = second else { continue };
-                    if mode == Mode::NoSteps {
+                    if mode == Mode::Definition {
                         continue;
                     }
                     match self.ids.get(id.as_str()) {
                         None if names.steps_incomplete => {}
                         None => {
                             let hint = suggest::hint(id, self.ids.keys().map(String::as_str));
-                            report(codes::UNKNOWN_STEP, format!("unknown step '{id}'{hint}"));
+                            report(
+                                codes::UNKNOWN_STEP,
+                                format!("unknown step '{}'{hint}", crate::schema::excerpt(id)),
+                            );
                         }
                         Some(&target) => {
                             if let Some(site) = site
@@ -328,51 +359,59 @@ impl Graph {
                                 report(
                                     codes::STEP_NOT_BEFORE,
                                     format!(
-                                        "step '{id}' does not run before this step: {why}, expected a step that finishes earlier"
+                                        "step '{}' does not run before this step: {why}, expected a step that finishes earlier",
+                                        crate::schema::excerpt(id)
                                     ),
                                 );
                             }
                         }
                     }
                 }
-                _ if mode == Mode::StepsOnly => {}
                 "inputs" => {
-                    if let Some(name) = second
+                    if mode != Mode::AtGate
+                        && let Some(name) = second
                         && !names.inputs.contains(name)
                     {
                         let hint = suggest::hint(name, names.inputs.iter().map(String::as_str));
                         report(
                             codes::UNKNOWN_INPUT,
                             format!(
-                                "unknown input '{name}', expected an input declared in spec.inputs{hint}"
+                                "unknown input '{}', expected an input declared in spec.inputs{hint}",
+                                crate::schema::excerpt(name)
                             ),
                         );
                     }
                 }
                 "secrets" => {
-                    if let Some(name) = second
+                    if mode != Mode::AtGate
+                        && let Some(name) = second
                         && !names.secrets.contains(name)
                     {
                         let hint = suggest::hint(name, names.secrets.iter().map(String::as_str));
                         report(
                             codes::UNKNOWN_SECRET,
                             format!(
-                                "unknown secret '{name}', expected a secret declared in spec.secrets{hint}"
+                                "unknown secret '{}', expected a secret declared in spec.secrets{hint}",
+                                crate::schema::excerpt(name)
                             ),
                         );
                     }
                 }
                 "run" => {}
-                other if u.vars.iter().any(|v| v == other) => {}
+                _ if mode == Mode::Definition => {}
+                other if vars.iter().any(|v| v == other) => {}
                 other => {
                     let candidates = CONTEXT_ROOTS
                         .iter()
                         .copied()
-                        .chain(u.vars.iter().map(String::as_str));
+                        .chain(vars.iter().map(String::as_str));
                     let hint = suggest::hint(other, candidates);
                     report(
                         codes::UNKNOWN_VARIABLE,
-                        format!("unknown context variable '{other}'{hint}"),
+                        format!(
+                            "unknown context variable '{}'{hint}",
+                            crate::schema::excerpt(other)
+                        ),
                     );
                 }
             }

@@ -5,6 +5,8 @@
 //! against an input's `type` and schema. No file or network access can happen here: the
 //! retriever is the offline one and non-local references are rejected before compiling.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::model::InputType;
@@ -17,6 +19,27 @@ pub const INPUT_SCHEMA_DEPTH_MAX: usize = 32;
 pub const INTEGER_ABS_MAX: i128 = 1 << 53;
 /// At most this many schema failures are reported for one value.
 const SCHEMA_ERRORS_REPORTED_MAX: usize = 3;
+/// Longest rendering of a user-supplied value inside a message, in characters.
+pub(crate) const EXCERPT_CHARS_MAX: usize = 80;
+/// Longest schema failure message, in characters (schemas can echo long lists).
+const SCHEMA_MESSAGE_CHARS_MAX: usize = 400;
+
+/// `text` cut to [`EXCERPT_CHARS_MAX`] characters, ending in `…` when cut: a value rendered in
+/// a message never makes the message huge.
+pub(crate) fn excerpt(text: &str) -> Cow<'_, str> {
+    truncate(text, EXCERPT_CHARS_MAX)
+}
+
+fn truncate(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => {
+            // Keep max - 1 characters and the ellipsis.
+            let keep = text[..cut].char_indices().last().map_or(0, |(i, _)| i);
+            Cow::Owned(format!("{}…", &text[..keep]))
+        }
+    }
+}
 
 /// Checks the structural caps and compiles the schema; the error says what is wrong.
 pub(crate) fn check_schema(schema: &Value) -> Result<(), String> {
@@ -47,7 +70,8 @@ fn check_structure(value: &Value, depth: usize) -> Result<(), String> {
                     && !target.starts_with('#')
                 {
                     return Err(format!(
-                        "{key} '{target}' is not a local reference, expected a reference starting with '#'"
+                        "{key} '{}' is not a local reference, expected a reference starting with '#'",
+                        excerpt(target)
                     ));
                 }
                 if key == "$schema"
@@ -55,8 +79,9 @@ fn check_structure(value: &Value, depth: usize) -> Result<(), String> {
                     && uri.trim_end_matches('#') != "https://json-schema.org/draft/2020-12/schema"
                 {
                     return Err(format!(
-                        "$schema '{uri}' is not supported, expected draft 2020-12 \
-                         (https://json-schema.org/draft/2020-12/schema)"
+                        "$schema '{}' is not supported, expected draft 2020-12 \
+                         (https://json-schema.org/draft/2020-12/schema)",
+                        excerpt(uri)
                     ));
                 }
                 check_structure(child, depth + 1)?;
@@ -111,7 +136,10 @@ pub(crate) fn describe_json(value: &Value) -> &'static str {
     }
 }
 
-/// The first integer in `value` outside ±2^53, if any (rendered).
+/// The first integral number in `value` outside ±2^53, if any (rendered). A float beyond
+/// 2^53 is always integral, and it is what JSON readers make of an integer literal that does not
+/// fit 64 bits (`12345678901234567890123` → `1.2345678901234568e22`), so it is refused too: two
+/// different literals would otherwise plan to the same hash (SPEC §8.1 rule 6).
 pub(crate) fn integer_out_of_range(value: &Value) -> Option<String> {
     match value {
         Value::Number(n) => {
@@ -120,7 +148,10 @@ pub(crate) fn integer_out_of_range(value: &Value) -> Option<String> {
             } else if let Some(u) = n.as_u64() {
                 i128::from(u) > INTEGER_ABS_MAX
             } else {
-                false
+                #[allow(clippy::cast_precision_loss)] // 2^53 is exact in f64
+                let max = INTEGER_ABS_MAX as f64;
+                n.as_f64()
+                    .is_some_and(|f| !f.is_finite() || (f.fract() == 0.0 && f.abs() > max))
             };
             big.then(|| n.to_string())
         }
@@ -162,8 +193,14 @@ pub(crate) fn check_value(
         )));
     }
     if let Some(n) = integer_out_of_range(value) {
+        let what = if n.contains(['.', 'e', 'E']) {
+            "number"
+        } else {
+            "integer"
+        };
         return Err(ValueProblem::Type(format!(
-            "integer {n} is outside the range ±2^53 (9007199254740992)"
+            "{what} {} is outside the range ±2^53 (9007199254740992)",
+            excerpt(&n)
         )));
     }
     if let Some(schema) = schema {
@@ -172,8 +209,14 @@ pub(crate) fn check_value(
             .iter_errors(value)
             .take(SCHEMA_ERRORS_REPORTED_MAX)
             .map(|e| {
-                let at = e.instance_path().to_string();
-                let what = e.to_string();
+                let at = excerpt(&e.instance_path().to_string()).into_owned();
+                // The library renders the offending value in full: shorten it.
+                let rendered = e.instance().to_string();
+                let mut what = e.to_string();
+                if rendered.chars().count() > EXCERPT_CHARS_MAX {
+                    what = what.replace(&rendered, &excerpt(&rendered));
+                }
+                let what = truncate(&what, SCHEMA_MESSAGE_CHARS_MAX).into_owned();
                 if at.is_empty() {
                     format!("value {what}")
                 } else {

@@ -118,6 +118,7 @@ const USES_BYTES_MAX: usize = 256;
 /// Validates a YAML tree into a manifest, collecting every problem.
 pub(crate) fn validate(root: &Node) -> Result<Manifest, Diagnostics> {
     let mut v = Validator::default();
+    v.duplicate_keys(root, "");
     let manifest = v.manifest(root);
     v.check_references();
     let mut diags = v.diags;
@@ -138,6 +139,22 @@ pub(crate) fn validate(root: &Node) -> Result<Manifest, Diagnostics> {
     // Document order; diagnostics without a position go last, in the order found.
     diags.sort_by_key(|d| (d.line.is_none(), d.line, d.column));
     Err(Diagnostics(diags))
+}
+
+/// A YAML tree → plain JSON, with the manifest's rules for values: duplicate keys, integers
+/// outside ±2^53 and non-finite numbers are errors (paths from the document root).
+pub(crate) fn to_json(root: &Node) -> Result<Json, Diagnostics> {
+    let mut v = Validator::default();
+    v.duplicate_keys(root, "");
+    let value = v.json(root, "");
+    match value {
+        Some(value) if v.diags.is_empty() => Ok(value),
+        _ => {
+            v.diags
+                .sort_by_key(|d| (d.line.is_none(), d.line, d.column));
+            Err(Diagnostics(v.diags))
+        }
+    }
 }
 
 /// A mapping node with its known fields checked.
@@ -216,6 +233,48 @@ impl Validator {
         );
     }
 
+    /// Reports every repeated mapping key (the tree keeps the first occurrence) at its path.
+    fn duplicate_keys(&mut self, root: &Node, path: &str) {
+        let mut reported = BTreeSet::new();
+        self.duplicate_keys_in(root, path, &mut reported);
+    }
+
+    fn duplicate_keys_in(&mut self, node: &Node, path: &str, reported: &mut BTreeSet<(u32, u32)>) {
+        if let Value::Map(entries) = &node.value {
+            for dup in &node.duplicates {
+                // An anchored mapping replayed by aliases is reported once, at its first path.
+                if dup.key_pos.line > 0 && !reported.insert((dup.key_pos.line, dup.key_pos.column))
+                {
+                    continue;
+                }
+                let first = entries
+                    .iter()
+                    .find(|e| e.key == dup.key)
+                    .map(|e| e.key_pos)
+                    .filter(|p| p.line > 0)
+                    .map_or_else(String::new, |p| {
+                        format!(" (first at line {}, column {})", p.line, p.column)
+                    });
+                self.error(
+                    codes::DUPLICATE_KEY,
+                    join(path, &dup.key),
+                    dup.key_pos,
+                    format!(
+                        "duplicate mapping key '{}'{first}",
+                        schema::excerpt(&dup.key)
+                    ),
+                );
+            }
+            for entry in entries {
+                self.duplicate_keys_in(&entry.value, &join(path, &entry.key), reported);
+            }
+        } else if let Value::Seq(items) = &node.value {
+            for (i, item) in items.iter().enumerate() {
+                self.duplicate_keys_in(item, &format!("{path}[{i}]"), reported);
+            }
+        }
+    }
+
     // ---- generic readers -------------------------------------------------------------------
 
     fn object<'a>(&mut self, node: &'a Node, path: &str, known: &[&str]) -> Option<Obj<'a>> {
@@ -228,12 +287,16 @@ impl Validator {
             if known.contains(&entry.key.as_str()) {
                 map.insert(entry.key.as_str(), entry);
             } else {
-                let hint = suggest::hint(&entry.key, known.iter().copied());
+                let hint = if entry.key == "<<" {
+                    " (YAML merge keys are not supported; use anchors and aliases)".to_owned()
+                } else {
+                    suggest::hint(&entry.key, known.iter().copied())
+                };
                 self.error(
                     codes::UNKNOWN_FIELD,
                     join(path, &entry.key),
                     entry.key_pos,
-                    format!("unknown field '{}'{hint}", entry.key),
+                    format!("unknown field '{}'{hint}", schema::excerpt(&entry.key)),
                 );
             }
         }
@@ -289,9 +352,16 @@ impl Validator {
             return Ok(None);
         };
         let path = obj.field_path(key);
-        let Value::Int(i) = node.value else {
-            self.wrong_type(&path, node, "an integer");
-            return Err(());
+        let i = match &node.value {
+            Value::Int(i) => *i,
+            Value::BigInt(text) => {
+                self.big_int(text, &path, node.pos);
+                return Err(());
+            }
+            _ => {
+                self.wrong_type(&path, node, "an integer");
+                return Err(());
+            }
         };
         if i < i128::from(min) || i > i128::from(max) {
             let expected = if max == i64::MAX || i128::from(max) >= schema::INTEGER_ABS_MAX {
@@ -361,18 +431,11 @@ impl Validator {
             Value::Null => Json::Null,
             Value::Bool(b) => Json::Bool(*b),
             Value::Int(i) => Json::Number(self.int_number(*i, path, node.pos)?),
-            Value::Float(f) => match serde_json::Number::from_f64(*f) {
-                Some(n) => Json::Number(n),
-                None => {
-                    self.error(
-                        codes::OUT_OF_RANGE,
-                        path,
-                        node.pos,
-                        "expected a finite number".into(),
-                    );
-                    return None;
-                }
-            },
+            Value::BigInt(text) => {
+                self.big_int(text, path, node.pos);
+                return None;
+            }
+            Value::Float(f) => Json::Number(self.float_number(*f, path, node.pos)?),
             Value::Str(s) => Json::String(s.clone()),
             Value::Seq(items) => {
                 let mut out = Vec::with_capacity(items.len());
@@ -409,15 +472,40 @@ impl Validator {
 
     fn int_number(&mut self, i: i128, path: &str, pos: Pos) -> Option<serde_json::Number> {
         if i.abs() > schema::INTEGER_ABS_MAX {
+            self.big_int(&i.to_string(), path, pos);
+            return None;
+        }
+        i64::try_from(i).ok().map(serde_json::Number::from)
+    }
+
+    /// An integer literal outside ±2^53 (SPEC §8.1 rule 6).
+    fn big_int(&mut self, text: &str, path: &str, pos: Pos) {
+        self.error(
+            codes::OUT_OF_RANGE,
+            path,
+            pos,
+            format!(
+                "integer {} is outside the range ±2^53 (9007199254740992)",
+                schema::excerpt(text)
+            ),
+        );
+    }
+
+    /// A finite float; `.inf`, `.nan` and literals such as `1e400` are reported.
+    fn float_number(&mut self, f: f64, path: &str, pos: Pos) -> Option<serde_json::Number> {
+        let number = serde_json::Number::from_f64(f);
+        if number.is_none() {
             self.error(
                 codes::OUT_OF_RANGE,
                 path,
                 pos,
-                format!("integer {i} is outside the range ±2^53 (9007199254740992)"),
+                format!(
+                    "{} is not a finite number, expected a finite number",
+                    crate::yaml::float_text(f)
+                ),
             );
-            return None;
         }
-        i64::try_from(i).ok().map(serde_json::Number::from)
+        number
     }
 
     // ---- expressions and templates ---------------------------------------------------------
@@ -567,7 +655,11 @@ impl Validator {
             Value::Null => TemplateValue::Null,
             Value::Bool(b) => TemplateValue::Bool(*b),
             Value::Int(i) => TemplateValue::Number(self.int_number(*i, path, node.pos)?),
-            Value::Float(f) => TemplateValue::Number(serde_json::Number::from_f64(*f)?),
+            Value::BigInt(text) => {
+                self.big_int(text, path, node.pos);
+                return None;
+            }
+            Value::Float(f) => TemplateValue::Number(self.float_number(*f, path, node.pos)?),
             Value::Str(s) => TemplateValue::String(self.template_str(s, path, node.pos, ctx)?),
             Value::Seq(items) => {
                 let mut out = Vec::with_capacity(items.len());
@@ -614,7 +706,7 @@ impl Validator {
                     codes::INVALID_VALUE,
                     key,
                     pos,
-                    format!("expected '{expected}', found '{value}'"),
+                    format!("expected '{expected}', found '{}'", schema::excerpt(&value)),
                 );
             }
         }
@@ -660,7 +752,7 @@ impl Validator {
                 "metadata.name",
                 *pos,
                 format!(
-                    "'{n}' is not a lowercase dns label, expected ^[a-z0-9]([a-z0-9-]{{0,61}}[a-z0-9])?$"
+                    "'{}' is not a lowercase dns label, expected ^[a-z0-9]([a-z0-9-]{{0,61}}[a-z0-9])?$", schema::excerpt(n)
                 ),
             );
             ok = false;
@@ -673,7 +765,10 @@ impl Validator {
                 codes::INVALID_VERSION,
                 "metadata.version",
                 *pos,
-                format!("'{v}' is not a semantic version 2.0, expected for example 1.0.0"),
+                format!(
+                    "'{}' is not a semantic version 2.0, expected for example 1.0.0",
+                    schema::excerpt(v)
+                ),
             );
             ok = false;
         }
@@ -723,8 +818,9 @@ impl Validator {
             path,
             pos,
             format!(
-                "expected one of {}, found '{found}'{hint}",
-                allowed.join(", ")
+                "expected one of {}, found '{}'{hint}",
+                allowed.join(", "),
+                schema::excerpt(found)
             ),
         );
     }
@@ -790,7 +886,10 @@ impl Validator {
         what: &str,
     ) -> bool {
         if let Some(first) = seen.get(name) {
-            let message = format!("duplicate {what} '{name}' (first defined at {first})");
+            let message = format!(
+                "duplicate {what} '{}' (first defined at {first})",
+                schema::excerpt(name)
+            );
             self.error(codes::DUPLICATE_NAME, path, pos, message);
             false
         } else {
@@ -830,7 +929,8 @@ impl Validator {
                         obj.field_path("name"),
                         *pos,
                         format!(
-                            "'{n}' is not a valid input name, expected ^[A-Za-z_][A-Za-z0-9_]*$"
+                            "'{}' is not a valid input name, expected ^[A-Za-z_][A-Za-z0-9_]*$",
+                            schema::excerpt(n)
                         ),
                     );
                 }
@@ -860,20 +960,26 @@ impl Validator {
             };
             let required = self.opt_bool(&obj, "required").unwrap_or(false);
             let description = self.opt_str(&obj, "description").map(|s| s.0);
+            // The default is checked against the type and schema whenever those are usable,
+            // whatever else is wrong with this input (a duplicate name, say).
+            let mut schema_ok = true;
             let schema_value = match obj.get("schema") {
                 None => None,
                 Some(node) => {
                     let path = obj.field_path("schema");
                     let value = self.json(node, &path);
-                    if let Some(v) = &value
-                        && let Err(message) = schema::check_schema(v)
-                    {
-                        self.error(codes::INPUT_SCHEMA_INVALID, path, node.pos, message);
+                    match &value {
+                        None => schema_ok = false,
+                        Some(v) => {
+                            if let Err(message) = schema::check_schema(v) {
+                                self.error(codes::INPUT_SCHEMA_INVALID, path, node.pos, message);
+                                schema_ok = false;
+                            }
+                        }
                     }
                     value
                 }
             };
-            let schema_ok = self.diags.len() == before;
             let default = match obj.get("default") {
                 None => None,
                 Some(node) => {
@@ -925,7 +1031,8 @@ impl Validator {
                     obj.field_path("name"),
                     pos,
                     format!(
-                        "'{name}' is not a valid secret name, expected ^[A-Za-z_][A-Za-z0-9_]*$"
+                        "'{}' is not a valid secret name, expected ^[A-Za-z_][A-Za-z0-9_]*$",
+                        schema::excerpt(&name)
                     ),
                 );
                 continue;
@@ -960,7 +1067,8 @@ impl Validator {
                         obj.field_path("id"),
                         *pos,
                         format!(
-                            "'{id}' is not a valid approval id, expected ^[a-z0-9][a-z0-9._-]*$"
+                            "'{}' is not a valid approval id, expected ^[a-z0-9][a-z0-9._-]*$",
+                            schema::excerpt(id)
                         ),
                     );
                 }
@@ -979,7 +1087,8 @@ impl Validator {
                             obj.field_path("expiresAfter"),
                             *pos,
                             format!(
-                                "'{text}' is not a duration, expected a positive number followed by s, m, h or d (e.g. 30m, 24h, 7d)"
+                                "'{}' is not a duration, expected a positive integer followed by s, m, h or d (e.g. 30m, 24h, 7d)",
+                                schema::excerpt(text)
                             ),
                         );
                     }
@@ -1132,7 +1241,7 @@ impl Validator {
                             codes::INVALID_HOST,
                             path,
                             item.pos,
-                            format!("'{s}' is not host or host:port: {why}"),
+                            format!("'{}' is not host or host:port: {why}", schema::excerpt(s)),
                         ),
                     },
                     _ => self.wrong_type(&path, item, "a string (host or host:port)"),
@@ -1321,14 +1430,20 @@ impl Validator {
                     codes::INVALID_NAME,
                     obj.field_path("id"),
                     *pos,
-                    format!("'{id}' is not a valid step id, expected ^[A-Za-z0-9][A-Za-z0-9_-]*$"),
+                    format!(
+                        "'{}' is not a valid step id, expected ^[A-Za-z0-9][A-Za-z0-9_-]*$",
+                        schema::excerpt(id)
+                    ),
                 );
             } else if let Some(first) = self.graph.register_id(me, id, obj.field_path("id")) {
                 self.error(
                     codes::DUPLICATE_STEP_ID,
                     obj.field_path("id"),
                     *pos,
-                    format!("duplicate step id '{id}' (first defined at {first})"),
+                    format!(
+                        "duplicate step id '{}' (first defined at {first})",
+                        schema::excerpt(id)
+                    ),
                 );
             }
         }
@@ -1371,6 +1486,10 @@ impl Validator {
             }
             [key] => self.step_kind(&obj, key, me, &ctx, &mut continue_on_error),
             [first, rest @ ..] => {
+                // Still check what each kind holds: one extra key must not hide the rest.
+                for key in &present {
+                    self.step_kind(&obj, key, me, &ctx, &mut continue_on_error);
+                }
                 for key in rest {
                     self.error(
                         codes::EXACTLY_ONE,
@@ -1416,7 +1535,8 @@ impl Validator {
             "gate" => self.gate(node, &path, me, ctx),
             "parallel" => {
                 let obj = self.object(node, &path, PARALLEL_FIELDS)?;
-                let max_parallel = self.opt_u32(&obj, "maxParallel", 1).ok()?;
+                // An invalid maxParallel is reported; the steps are still checked.
+                let max_parallel = self.opt_u32(&obj, "maxParallel", 1);
                 if let Some(inner) = self.opt_bool(&obj, "continueOnError") {
                     if continue_on_error.is_some_and(|outer| outer != inner) {
                         self.error(
@@ -1432,7 +1552,7 @@ impl Validator {
                 let steps = self.req_step_list(&obj, "steps", list, &ctx.vars)?;
                 Some(StepKind::Parallel(ParallelStep {
                     steps,
-                    max_parallel,
+                    max_parallel: max_parallel.ok()?,
                 }))
             }
             "map" => self.map(node, &path, me, ctx).map(StepKind::Map),
@@ -1447,14 +1567,15 @@ impl Validator {
     fn run(&mut self, node: &Node, path: &str, ctx: &Ctx) -> Option<RunStep> {
         let obj = self.object(node, path, RUN_FIELDS)?;
         let uses = self.req_str(&obj, "uses");
+        let mut ok = true;
         if let Some((uses, pos)) = &uses
             && let Err(why) = check_uses(uses)
         {
+            // `with` is still checked.
             self.error(codes::INVALID_USES, obj.field_path("uses"), *pos, why);
-            return None;
+            ok = false;
         }
         let mut with = BTreeMap::new();
-        let mut ok = true;
         if let Some(node) = obj.get("with") {
             let with_path = obj.field_path("with");
             match &node.value {
@@ -1481,33 +1602,20 @@ impl Validator {
 
     fn gate(&mut self, node: &Node, path: &str, me: usize, ctx: &Ctx) -> Option<StepKind> {
         let obj = self.object(node, path, GATE_FIELDS)?;
-        match (
-            obj.entries.contains_key("approval"),
-            obj.entries.contains_key("policy"),
-        ) {
-            (true, false) => {
-                let inner_path = obj.field_path("approval");
-                let node = obj.entries.get("approval").map(|e| &e.value)?;
-                let a = self.object(node, &inner_path, GATE_APPROVAL_FIELDS)?;
-                let id = self.req_str(&a, "id");
-                if let Some((id, pos)) = &id {
-                    self.approval_ref(id, &a.field_path("id"), *pos, ctx);
-                }
-                let message = self.opt_template(&a, "message", ctx).ok()?;
-                let (approval_id, _) = id?;
-                Some(StepKind::GateApproval(ApprovalGate {
-                    approval_id,
-                    message,
-                }))
-            }
-            (false, true) => {
-                let inner_path = obj.field_path("policy");
-                let node = obj.entries.get("policy").map(|e| &e.value)?;
-                self.policy_gate(node, &inner_path, me, ctx)
-                    .map(StepKind::GatePolicy)
-            }
-            (has_approval, _) => {
-                let message = if has_approval {
+        // Each gate kind present is checked, even when both are (that is reported below).
+        let approval = obj
+            .entries
+            .get("approval")
+            .map(|e| self.approval_gate(&e.value, &obj.field_path("approval"), ctx));
+        let policy = obj
+            .entries
+            .get("policy")
+            .map(|e| self.policy_gate(&e.value, &obj.field_path("policy"), me, ctx));
+        match (approval, policy) {
+            (Some(approval), None) => approval.map(StepKind::GateApproval),
+            (None, Some(policy)) => policy.map(StepKind::GatePolicy),
+            (approval, _) => {
+                let message = if approval.is_some() {
                     "a gate needs exactly one of approval, policy, found both"
                 } else {
                     "a gate needs exactly one of approval, policy, found none"
@@ -1516,6 +1624,20 @@ impl Validator {
                 None
             }
         }
+    }
+
+    fn approval_gate(&mut self, node: &Node, path: &str, ctx: &Ctx) -> Option<ApprovalGate> {
+        let a = self.object(node, path, GATE_APPROVAL_FIELDS)?;
+        let id = self.req_str(&a, "id");
+        if let Some((id, pos)) = &id {
+            self.approval_ref(id, &a.field_path("id"), *pos, ctx);
+        }
+        let message = self.opt_template(&a, "message", ctx).ok()?;
+        let (approval_id, _) = id?;
+        Some(ApprovalGate {
+            approval_id,
+            message,
+        })
     }
 
     fn approval_ref(&mut self, id: &str, path: &str, pos: Pos, ctx: &Ctx) -> bool {
@@ -1534,7 +1656,10 @@ impl Validator {
                 codes::UNKNOWN_APPROVAL,
                 path,
                 pos,
-                format!("unknown approval '{id}', expected an id from spec.approvals{hint}"),
+                format!(
+                    "unknown approval '{}', expected an id from spec.approvals{hint}",
+                    schema::excerpt(id)
+                ),
             );
             false
         }
@@ -1559,7 +1684,10 @@ impl Validator {
                     codes::UNKNOWN_POLICY,
                     obj.field_path("policy"),
                     *pos,
-                    format!("unknown policy '{id}', expected an id from spec.policies{hint}"),
+                    format!(
+                        "unknown policy '{}', expected an id from spec.policies{hint}",
+                        schema::excerpt(id)
+                    ),
                 );
             }
         }
@@ -1798,7 +1926,10 @@ impl Validator {
                 codes::ITERATION_VARIABLE,
                 obj.field_path(key),
                 pos,
-                format!("'{name}' is not a valid {key} name, expected ^[A-Za-z_][A-Za-z0-9_]*$"),
+                format!(
+                    "'{}' is not a valid {key} name, expected ^[A-Za-z_][A-Za-z0-9_]*$",
+                    schema::excerpt(&name)
+                ),
             );
             return None;
         }
@@ -1866,15 +1997,17 @@ impl Validator {
             "range" => {
                 let r = self.object(inner, &inner_path, RANGE_FIELDS)?;
                 let bound = i64::try_from(schema::INTEGER_ABS_MAX).unwrap_or(i64::MAX);
-                let start = self.opt_int(&r, "start", -bound, bound).ok()?;
-                let end = self.opt_int(&r, "end", -bound, bound).ok()?;
-                if start.is_none() {
+                // Every bound is checked before giving up on the range.
+                let start = self.opt_int(&r, "start", -bound, bound);
+                let end = self.opt_int(&r, "end", -bound, bound);
+                if start == Ok(None) {
                     self.missing(&r, "start");
                 }
-                if end.is_none() {
+                if end == Ok(None) {
                     self.missing(&r, "end");
                 }
-                let step = self.opt_int(&r, "step", -bound, bound).ok()?.unwrap_or(1);
+                let step = self.opt_int(&r, "step", -bound, bound);
+                let (start, end, step) = (start.ok()?, end.ok()?, step.ok()?.unwrap_or(1));
                 if step == 0 {
                     self.error(
                         codes::OUT_OF_RANGE,
@@ -2098,7 +2231,12 @@ fn check_host_port(s: &str) -> Result<(), String> {
     if let Some(p) = port {
         match p.parse::<u32>() {
             Ok(n) if (1..=65_535).contains(&n) && p.bytes().all(|c| c.is_ascii_digit()) => {}
-            _ => return Err(format!("port '{p}' is not a number between 1 and 65535")),
+            _ => {
+                return Err(format!(
+                    "port '{}' is not a number between 1 and 65535",
+                    schema::excerpt(p)
+                ));
+            }
         }
     }
     let name = host.strip_prefix("*.").unwrap_or(host);
@@ -2114,7 +2252,8 @@ fn check_host_port(s: &str) -> Result<(), String> {
             && b.last() != Some(&b'-');
         if !valid {
             return Err(format!(
-                "label '{label}' is not 1 to 63 letters, digits or inner hyphens"
+                "label '{}' is not 1 to 63 letters, digits or inner hyphens",
+                schema::excerpt(label)
             ));
         }
     }
@@ -2143,14 +2282,16 @@ fn check_uses(uses: &str) -> Result<(), String> {
             return Ok(());
         }
         return Err(format!(
-            "'{uses}' is not a valid builtin, expected builtin:<name> with name ^[a-z0-9][a-z0-9._-]*$"
+            "'{}' is not a valid builtin, expected builtin:<name> with name ^[a-z0-9][a-z0-9._-]*$",
+            schema::excerpt(uses)
         ));
     }
     if name_ok(uses, &['/', ':']) {
         return Ok(());
     }
     Err(format!(
-        "'{uses}' is not a valid executor, expected builtin:<name> or a host executor name (^[a-z0-9][a-z0-9._/:-]*$)"
+        "'{}' is not a valid executor, expected builtin:<name> or a host executor name (^[a-z0-9][a-z0-9._/:-]*$)",
+        schema::excerpt(uses)
     ))
 }
 
@@ -2162,12 +2303,14 @@ fn check_output_path(t: &Template) -> Result<(), String> {
         let s = t.source();
         if absolute(s) {
             return Err(format!(
-                "path '{s}' is absolute, expected a path relative to the run workspace"
+                "path '{}' is absolute, expected a path relative to the run workspace",
+                schema::excerpt(s)
             ));
         }
         if s.split(['/', '\\']).any(|seg| seg == "..") {
             return Err(format!(
-                "path '{s}' contains '..', expected a path inside the run workspace"
+                "path '{}' contains '..', expected a path inside the run workspace",
+                schema::excerpt(s)
             ));
         }
         if s.is_empty() {
@@ -2178,7 +2321,7 @@ fn check_output_path(t: &Template) -> Result<(), String> {
     {
         return Err(format!(
             "path '{}' is absolute, expected a path relative to the run workspace",
-            t.source()
+            schema::excerpt(t.source())
         ));
     }
     Ok(())

@@ -4,10 +4,15 @@
 //! schema settings of `serde-saphyr`, and the translation of its errors into diagnostics.
 //! Nothing here knows the manifest schema; `crate::validate` maps the tree.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::{DuplicateKeyPolicy, Error as YamlError, MessageFormatter, Spanned};
+use serde_saphyr::{
+    DuplicateKeyPolicy, Error as YamlError, MergeKeyPolicy, MessageFormatter, NonFiniteFloatPolicy,
+    Spanned,
+};
 
 use crate::codes;
 use crate::diagnostic::Diagnostic;
@@ -34,6 +39,9 @@ impl Pos {
 pub(crate) struct Node {
     pub(crate) value: Value,
     pub(crate) pos: Pos,
+    /// Later occurrences of keys this mapping already has (the first occurrence is kept in
+    /// `value`); reported as `TR-M0004` by `crate::validate`. Empty for other nodes.
+    pub(crate) duplicates: Vec<Entry>,
 }
 
 /// One mapping entry; keys are scalars rendered as text.
@@ -49,9 +57,13 @@ pub(crate) struct Entry {
 pub(crate) enum Value {
     Null,
     Bool(bool),
-    /// Any integer YAML can spell in 64 bits (signed or unsigned); the ±2^53 range is checked
-    /// where the value is used.
+    /// An integer literal that fits 128 bits; the ±2^53 range is checked where the value is
+    /// used.
     Int(i128),
+    /// An integer literal beyond 128 bits, as written (always outside ±2^53).
+    BigInt(String),
+    /// A float literal; may be non-finite (`.inf`, `.nan`, `1e400`), which is reported where the
+    /// value is used.
     Float(f64),
     Str(String),
     Seq(Vec<Node>),
@@ -64,23 +76,217 @@ impl Value {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",
-            Value::Int(_) => "an integer",
+            Value::Int(_) | Value::BigInt(_) => "an integer",
+            Value::Float(f) if !f.is_finite() => "a non-finite number",
             Value::Float(_) => "a number",
             Value::Str(_) => "a string",
             Value::Seq(_) => "a sequence",
             Value::Map(_) => "a mapping",
         }
     }
+
+    /// The text of a scalar used as a mapping key (`1` and `"1"` are the same key).
+    fn key_text(&self) -> Option<String> {
+        Some(match self {
+            Value::Str(s) => s.clone(),
+            Value::Null => "null".to_owned(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::BigInt(s) => s.clone(),
+            Value::Float(f) => float_text(*f),
+            Value::Seq(_) | Value::Map(_) => return None,
+        })
+    }
+}
+
+/// A float as JSON writes it (`1.5`, `1.0`, `1e+300`), or `.inf`/`-.inf`/`.nan`.
+pub(crate) fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        ".nan".to_owned()
+    } else if f.is_infinite() {
+        if f > 0.0 { ".inf" } else { "-.inf" }.to_owned()
+    } else {
+        serde_json::Number::from_f64(f).map_or_else(|| f.to_string(), |n| n.to_string())
+    }
+}
+
+thread_local! {
+    /// The text being read by [`read`], so that [`Node`] can look at a scalar's source spelling
+    /// (serde-saphyr hands integers beyond 64 bits to the visitor as floats).
+    static SOURCE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Sets [`SOURCE`] for the duration of one read.
+struct SourceGuard;
+
+impl SourceGuard {
+    fn set(text: &str) -> SourceGuard {
+        SOURCE.with(|s| *s.borrow_mut() = Some(text.to_owned()));
+        SourceGuard
+    }
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        SOURCE.with(|s| *s.borrow_mut() = None);
+    }
 }
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<Value>::deserialize(deserializer)?;
-        Ok(Node {
-            value: spanned.value,
-            pos: Pos::from_location(&spanned.referenced),
-        })
+        let span = spanned.defined.span();
+        Ok(finish_node(
+            spanned.value,
+            Pos::from_location(&spanned.referenced),
+            span.byte_offset().zip(span.byte_len()),
+        ))
     }
+}
+
+/// The post-processing of one node, kept out of the recursive `deserialize` frame (nesting
+/// is bounded by `YAML_DEPTH_MAX`, but deserializer threads may have small stacks).
+#[inline(never)]
+fn finish_node(mut value: Value, pos: Pos, span: Option<(u64, u64)>) -> Node {
+    if let (Value::Int(_) | Value::Float(_) | Value::Str(_), Some((offset, len))) = (&value, span) {
+        SOURCE.with(|s| {
+            if let Some(src) = s.borrow().as_deref() {
+                resolve_core_scalar(&mut value, src, offset, len);
+            }
+        });
+    }
+    let duplicates = match &mut value {
+        Value::Map(entries) => split_duplicates(entries),
+        _ => Vec::new(),
+    };
+    Node {
+        value,
+        pos,
+        duplicates,
+    }
+}
+
+/// Keeps the first entry of each key in `entries`; returns the later ones.
+fn split_duplicates(entries: &mut Vec<Entry>) -> Vec<Entry> {
+    let mut seen = BTreeSet::new();
+    let mut kept = Vec::with_capacity(entries.len());
+    let mut duplicates = Vec::new();
+    for entry in std::mem::take(entries) {
+        if seen.contains(entry.key.as_str()) {
+            duplicates.push(entry);
+        } else {
+            seen.insert(entry.key.clone());
+            kept.push(entry);
+        }
+    }
+    *entries = kept;
+    duplicates
+}
+
+/// Re-reads a plain scalar's source text with the YAML 1.2 core schema (SPEC §8.1 rule 6).
+///
+/// serde-saphyr resolves numbers more loosely than the core schema: an integer literal beyond
+/// 64 bits becomes a float (so two different literals could plan to the same hash), `-010`
+/// becomes a float, `0b11` an integer, and a hexadecimal literal beyond 64 bits a string. Here
+/// an untagged plain scalar whose text is a core-schema integer is an integer (kept exactly),
+/// one that is a core-schema float stays a float, and any other number is its text.
+fn resolve_core_scalar(value: &mut Value, src: &str, offset: u64, len: u64) {
+    let (Ok(start), Ok(len)) = (usize::try_from(offset), usize::try_from(len)) else {
+        return;
+    };
+    let Some(text) = src.get(start..start.saturating_add(len)) else {
+        return;
+    };
+    if is_tagged(src, start) {
+        return;
+    }
+    match value {
+        Value::Int(_) | Value::Float(_) => {
+            if let Some(int) = core_int(text) {
+                *value = int;
+            } else if !is_core_float(text) {
+                *value = Value::Str(text.to_owned());
+            }
+        }
+        // A plain scalar (its text is its value; a quoted or block scalar's text differs) that
+        // serde-saphyr could not read as a number: only radix literals beyond 64 bits.
+        Value::Str(s)
+            if s.as_str() == text && (text.starts_with("0x") || text.starts_with("0o")) =>
+        {
+            if let Some(int) = core_int(text) {
+                *value = int;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether the scalar starting at `start` carries an explicit tag (`!!str 5`, `!!float &a 5`).
+fn is_tagged(src: &str, start: usize) -> bool {
+    let mut before = src.get(..start).unwrap_or("");
+    loop {
+        before = before.trim_end_matches([' ', '\t', '\r', '\n']);
+        let token_start = before
+            .rfind([' ', '\t', '\r', '\n', '[', '{', ','])
+            .map_or(0, |i| i + 1);
+        let token = before.get(token_start..).unwrap_or("");
+        if token.starts_with('!') {
+            return true;
+        }
+        if !token.starts_with('&') || token_start == 0 {
+            return false;
+        }
+        before = before.get(..token_start).unwrap_or("");
+    }
+}
+
+/// A YAML 1.2 core-schema integer: `[-+]?[0-9]+`, `0o[0-7]+` or `0x[0-9a-fA-F]+`.
+pub(crate) fn core_int(text: &str) -> Option<Value> {
+    let (digits, radix, negative) = if let Some(hex) = text.strip_prefix("0x") {
+        (hex, 16, false)
+    } else if let Some(oct) = text.strip_prefix("0o") {
+        (oct, 8, false)
+    } else if let Some(rest) = text.strip_prefix('-') {
+        (rest, 10, true)
+    } else {
+        (text.strip_prefix('+').unwrap_or(text), 10, false)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    Some(match u128::from_str_radix(digits, radix) {
+        Ok(magnitude) => match i128::try_from(magnitude) {
+            Ok(m) if negative => Value::Int(-m),
+            Ok(m) => Value::Int(m),
+            Err(_) => Value::BigInt(text.to_owned()),
+        },
+        Err(_) => Value::BigInt(text.to_owned()),
+    })
+}
+
+/// A YAML 1.2 core-schema float:
+/// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, `[-+]?\.(inf|Inf|INF)`,
+/// `\.(nan|NaN|NAN)`.
+fn is_core_float(text: &str) -> bool {
+    if matches!(text, ".nan" | ".NaN" | ".NAN") {
+        return true;
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if matches!(unsigned, ".inf" | ".Inf" | ".INF") {
+        return true;
+    }
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some(("", frac)) => digits(frac),
+        Some((int, frac)) => digits(int) && (frac.is_empty() || digits(frac)),
+        None => digits(mantissa),
+    };
+    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
+    mantissa_ok && exponent_ok
 }
 
 impl<'de> Deserialize<'de> for Value {
@@ -119,7 +325,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
-        Ok(Value::Int(i128::try_from(v).unwrap_or(i128::MAX)))
+        Ok(match i128::try_from(v) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::BigInt(v.to_string()),
+        })
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))
@@ -137,20 +346,15 @@ impl<'de> Visitor<'de> for ValueVisitor {
         }
         Ok(Value::Seq(items))
     }
+    /// Every entry, repeated keys included (the duplicate-key policy forwards them);
+    /// [`Node`] keeps the first occurrence of each key and sets the others aside.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut entries = Vec::new();
         while let Some(key) = map.next_key::<Node>()? {
-            let text = match key.value {
-                Value::Str(s) => s,
-                Value::Null => "null".to_owned(),
-                Value::Bool(b) => b.to_string(),
-                Value::Int(i) => i.to_string(),
-                Value::Float(f) => f.to_string(),
-                Value::Seq(_) | Value::Map(_) => {
-                    return Err(de::Error::custom(
-                        "expected a scalar mapping key, found a collection",
-                    ));
-                }
+            let Some(text) = key.value.key_text() else {
+                return Err(de::Error::custom(
+                    "expected a scalar mapping key, found a collection",
+                ));
             };
             let value = map.next_value::<Node>()?;
             entries.push(Entry {
@@ -163,14 +367,19 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
-/// Reads one YAML document into a [`Node`], enforcing every reading limit.
+/// Reads one YAML document into a [`Node`], enforcing every reading limit. `what` names the
+/// document in the size message ("manifest", "document").
 pub(crate) fn read(yaml: &str) -> Result<Node, Diagnostic> {
+    read_document(yaml, "manifest")
+}
+
+pub(crate) fn read_document(yaml: &str, what: &str) -> Result<Node, Diagnostic> {
     if yaml.len() > MANIFEST_BYTES_MAX {
         return Err(Diagnostic {
             code: codes::TOO_LARGE,
             path: String::new(),
             message: format!(
-                "manifest is {} bytes, expected at most {MANIFEST_BYTES_MAX} bytes",
+                "{what} is {} bytes, expected at most {MANIFEST_BYTES_MAX} bytes",
                 yaml.len()
             ),
             line: None,
@@ -203,11 +412,20 @@ pub(crate) fn read(yaml: &str) -> Result<Node, Diagnostic> {
             max_total_replayed_events: expanded_max,
             max_replay_stack_depth: YAML_DEPTH_MAX,
         },
-        duplicate_keys: DuplicateKeyPolicy::Error,
+        // Repeated keys reach the visitor; `Node` keeps the first and `validate` reports the
+        // others at their paths, so one duplicate does not hide every other problem.
+        duplicate_keys: DuplicateKeyPolicy::PassThrough,
+        // YAML 1.2 has no merge keys: `<<` is an ordinary key (and so an unknown field).
+        merge_keys: MergeKeyPolicy::AsOrdinary,
+        // `.inf`, `.nan` and `1e400` reach the tree and are reported at their paths.
+        non_finite_float_policy: NonFiniteFloatPolicy::PassThrough,
+        // YAML 1.2 core: `1_000` is a string; `010` is the decimal 10.
+        underscored_numbers_as_strings: true,
         strict_booleans: true,
         legacy_octal_numbers: false,
         with_snippet: false,
     };
+    let _source = SourceGuard::set(yaml);
     let node: Node = serde_saphyr::from_str_with_options(yaml, options)
         .map_err(|err| diagnostic_from_error(&err))?;
     Ok(node)
@@ -338,11 +556,114 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_key_has_position() {
-        let err = read("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
-        assert_eq!(err.code, codes::DUPLICATE_KEY);
-        assert_eq!(err.line, Some(3));
-        assert!(err.message.contains("'a'"), "{}", err.message);
+    fn duplicate_keys_are_forwarded_first_kept() {
+        let node = read("a: 1\nb: 2\na: 3\n1: x\n\"1\": y\n").expect("tree");
+        let Value::Map(entries) = &node.value else {
+            panic!("map")
+        };
+        let keys: Vec<_> = entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "1"]);
+        assert_eq!(entries[0].value.value, Value::Int(1));
+        assert_eq!(entries[2].value.value, Value::Str("x".into()));
+        let dups: Vec<_> = node
+            .duplicates
+            .iter()
+            .map(|e| (e.key.as_str(), e.key_pos.line))
+            .collect();
+        assert_eq!(dups, [("a", 3), ("1", 5)]);
+    }
+
+    fn scalar(text: &str) -> Value {
+        let node = read(&format!("v: {text}\n")).expect("tree");
+        let Value::Map(mut entries) = node.value else {
+            panic!("map")
+        };
+        entries.remove(0).value.value
+    }
+
+    #[test]
+    fn integers_follow_the_core_schema_exactly() {
+        assert_eq!(
+            scalar("12345678901234567890123"),
+            Value::Int(12_345_678_901_234_567_890_123)
+        );
+        assert_eq!(
+            scalar("-12345678901234567890124"),
+            Value::Int(-12_345_678_901_234_567_890_124)
+        );
+        let huge = "9".repeat(60);
+        assert_eq!(scalar(&huge), Value::BigInt(huge.clone()));
+        assert_eq!(scalar(&"9".repeat(400)), Value::BigInt("9".repeat(400)));
+        assert_eq!(scalar("-010"), Value::Int(-10));
+        assert_eq!(scalar("010"), Value::Int(10));
+        assert_eq!(scalar("+5"), Value::Int(5));
+        assert_eq!(scalar("0o17"), Value::Int(15));
+        assert_eq!(scalar("0x1F"), Value::Int(31));
+        assert_eq!(
+            scalar("0xFFFFFFFFFFFFFFFFFFFF"),
+            Value::Int(0xFFFF_FFFF_FFFF_FFFF_FFFF)
+        );
+        // Not core-schema integers: strings.
+        for text in ["1_000", "0b11", "-0x10", "0X1F", "+0o7"] {
+            assert_eq!(scalar(text), Value::Str(text.into()), "{text}");
+        }
+        // Quoting and explicit tags are respected.
+        assert_eq!(
+            scalar("\"12345678901234567890123\""),
+            Value::Str("12345678901234567890123".into())
+        );
+        assert_eq!(scalar("'0x1F'"), Value::Str("0x1F".into()));
+        assert_eq!(scalar("!!float 7"), Value::Float(7.0));
+        assert_eq!(
+            scalar("!!str 0xFFFFFFFFFFFFFFFFFFFF"),
+            Value::Str("0xFFFFFFFFFFFFFFFFFFFF".into())
+        );
+        // Aliases read the anchored scalar's text.
+        let node = read("a: &x 12345678901234567890123\nb: *x\n").expect("tree");
+        let Value::Map(entries) = node.value else {
+            panic!("map")
+        };
+        assert_eq!(
+            entries[1].value.value,
+            Value::Int(12_345_678_901_234_567_890_123)
+        );
+    }
+
+    #[test]
+    fn floats_follow_the_core_schema() {
+        assert_eq!(scalar("1.5"), Value::Float(1.5));
+        assert_eq!(scalar("1e3"), Value::Float(1000.0));
+        assert_eq!(scalar(".5"), Value::Float(0.5));
+        assert!(matches!(scalar(".inf"), Value::Float(f) if f == f64::INFINITY));
+        assert!(matches!(scalar("-.Inf"), Value::Float(f) if f == f64::NEG_INFINITY));
+        assert!(matches!(scalar(".nan"), Value::Float(f) if f.is_nan()));
+        assert!(matches!(scalar("1e400"), Value::Float(f) if f == f64::INFINITY));
+        for text in ["inf", "nan", "Infinity"] {
+            assert_eq!(scalar(text), Value::Str(text.into()), "{text}");
+        }
+    }
+
+    #[test]
+    fn merge_keys_are_ordinary_keys() {
+        let node = read("a: &x {k: 1}\nb:\n  <<: *x\n").expect("tree");
+        let Value::Map(entries) = node.value else {
+            panic!("map")
+        };
+        let Value::Map(b) = &entries[1].value.value else {
+            panic!("map")
+        };
+        assert_eq!(b[0].key, "<<");
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_fits_a_small_stack() {
+        let depth = YAML_DEPTH_MAX - 1;
+        let text = format!("{}1{}", "[{a: ".repeat(depth / 2), "}]".repeat(depth / 2));
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || read(&text).is_ok())
+            .expect("thread");
+        assert!(handle.join().expect("no stack overflow"));
     }
 
     #[test]

@@ -198,9 +198,189 @@ fn yaml_syntax_error_has_line_and_column() {
 #[test]
 fn duplicate_yaml_key_has_line_and_column() {
     let yaml = edit("  license: MIT\n", "  license: MIT\n  license: Apache\n");
-    let d = expect_one(&yaml, codes::DUPLICATE_KEY, "");
+    let d = expect_one(&yaml, codes::DUPLICATE_KEY, "metadata.license");
+    assert_eq!((d.line, d.column), (Some(10), Some(3)));
+    assert_eq!(
+        d.message,
+        "duplicate mapping key 'license' (first at line 9, column 3)"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_reported_at_their_paths_and_validation_continues() {
+    let yaml = edit(
+        "          target: \"{{ inputs.target }}\"\n",
+        "          target: \"{{ inputs.target }}\"\n          target: other\n",
+    )
+    .replacen("kind: TaskPack", "kind: Taskpack", 1)
+    .replacen(
+        "nested: {list:",
+        "nested: {1: a, \"1\": z, true: b, \"true\": y, list:",
+        1,
+    );
+    let diags = errors(&yaml);
+    let got: Vec<_> = diags
+        .iter()
+        .map(|d| (d.code, d.path.as_str(), d.line))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (codes::INVALID_VALUE, "kind", Some(2)),
+            (
+                codes::DUPLICATE_KEY,
+                "spec.steps[0].run.with.target",
+                Some(58)
+            ),
+            (
+                codes::DUPLICATE_KEY,
+                "spec.steps[0].run.with.nested.1",
+                Some(60)
+            ),
+            (
+                codes::DUPLICATE_KEY,
+                "spec.steps[0].run.with.nested.true",
+                Some(60)
+            ),
+        ],
+        "{diags:#?}"
+    );
+    // A duplicate alone still fails the manifest.
+    let d = expect_one(
+        &edit("  license: MIT\n", "  license: MIT\n  license: MIT\n"),
+        codes::DUPLICATE_KEY,
+        "metadata.license",
+    );
     assert_eq!(d.line, Some(10));
-    assert!(d.column.is_some());
+}
+
+#[test]
+fn integer_literals_beyond_64_bits_stay_integers() {
+    // Both literals used to become the float 1.2345678901234568e22 and plan alike.
+    for literal in [
+        "12345678901234567890123",
+        "12345678901234567890124",
+        "-99999999999999999999",
+        "0xFFFFFFFFFFFFFFFFFFFFFF",
+    ] {
+        let yaml = edit(
+            "          nested:",
+            &format!("          big: {literal}\n          nested:"),
+        );
+        let d = expect_one(&yaml, codes::OUT_OF_RANGE, "spec.steps[0].run.with.big");
+        assert!(
+            d.message.starts_with(&format!(
+                "integer {} is outside the range ±2^53",
+                if literal.starts_with("0x") {
+                    "309485009821345068724781055"
+                } else {
+                    literal
+                }
+            )),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.line, Some(59));
+    }
+    // Defaults, static loop items and typed fields too.
+    let yaml = edit(
+        "      default: 2\n",
+        "      default: 12345678901234567890123\n",
+    )
+    .replacen(
+        "items: {range: {start: 0, end: 5}}",
+        "items: {static: [1, 99999999999999999999999]}",
+        1,
+    )
+    .replacen(
+        "maxIterations: 10",
+        "maxIterations: 99999999999999999999999",
+        1,
+    );
+    let diags = errors(&yaml);
+    for path in [
+        "spec.inputs[1].default",
+        "spec.steps[5].loop.items.static[1]",
+        "spec.steps[5].loop.maxIterations",
+    ] {
+        assert!(has(&diags, codes::OUT_OF_RANGE, path), "{path}: {diags:#?}");
+    }
+    // A huge literal does not overflow anything.
+    let yaml = edit(
+        "          nested:",
+        &format!("          big: {}\n          nested:", "9".repeat(500)),
+    );
+    let d = expect_one(&yaml, codes::OUT_OF_RANGE, "spec.steps[0].run.with.big");
+    assert!(d.message.contains('…'), "{}", d.message);
+}
+
+#[test]
+fn non_finite_floats_are_reported_at_their_paths() {
+    let yaml = edit(
+        "          nested:",
+        "          a: .inf\n          b: -.Inf\n          c: .nan\n          nested:",
+    )
+    .replacen("      default: [eu, us]", "      default: [1e400]", 1)
+    .replacen("kind: TaskPack", "kind: Taskpack", 1);
+    let diags = errors(&yaml);
+    let got: Vec<_> = diags
+        .iter()
+        .map(|d| (d.code, d.path.as_str(), d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                codes::INVALID_VALUE,
+                "kind",
+                "expected 'TaskPack', found 'Taskpack'"
+            ),
+            (
+                codes::OUT_OF_RANGE,
+                "spec.inputs[2].default[0]",
+                ".inf is not a finite number, expected a finite number"
+            ),
+            (
+                codes::OUT_OF_RANGE,
+                "spec.steps[0].run.with.a",
+                ".inf is not a finite number, expected a finite number"
+            ),
+            (
+                codes::OUT_OF_RANGE,
+                "spec.steps[0].run.with.b",
+                "-.inf is not a finite number, expected a finite number"
+            ),
+            (
+                codes::OUT_OF_RANGE,
+                "spec.steps[0].run.with.c",
+                ".nan is not a finite number, expected a finite number"
+            ),
+        ],
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn merge_keys_are_unknown_fields() {
+    let yaml = edit(
+        "    - id: finish\n      when: true\n",
+        "    - id: finish\n      <<: {when: true}\n",
+    );
+    let d = expect_one(&yaml, codes::UNKNOWN_FIELD, "spec.steps[7].<<");
+    assert_eq!(
+        d.message,
+        "unknown field '<<' (YAML merge keys are not supported; use anchors and aliases)"
+    );
+    // Elsewhere `<<` is an ordinary key of the value.
+    let m = parse(&edit(
+        "          nested:",
+        "          <<: 1\n          nested:",
+    ))
+    .unwrap_or_else(|d| panic!("{d}"));
+    let StepKind::Run(run) = &m.steps()[0].kind else {
+        panic!("run")
+    };
+    assert!(run.with.contains_key("<<"));
 }
 
 #[test]
@@ -589,4 +769,218 @@ fn map_items_forms() {
     assert_eq!(map.items.source(), "`[\"eu\",\"x\\`y\"]`");
     let yaml = edit("items: inputs.regions", "items: \"{{ inputs.regions }}\"");
     parse(&yaml).unwrap_or_else(|d| panic!("{d}"));
+}
+
+#[test]
+fn policy_and_approval_texts_see_the_gate_iteration_variables() {
+    // Used only inside a loop whose iterator is `attempt`: fine.
+    let yaml = edit(
+        "      message: \"{{ steps.scan.outputs.critical }} critical findings\"",
+        "      message: \"attempt {{ attempt }}: {{ steps.scan.outputs.critical }}\"",
+    )
+    .replacen(
+        "      reasonTemplate: \"approve deploy of {{ inputs.target }}\"",
+        "      reasonTemplate: \"approve {{ attempt }}\"",
+        1,
+    )
+    .replacen(
+        "          - id: check\n            run: {uses: builtin:http.get, with: {attempt: \"{{ attempt }}\"}}\n",
+        "          - id: check\n            run: {uses: builtin:http.get, with: {attempt: \"{{ attempt }}\"}}\n          - id: loop-gate\n            gate: {policy: {policy: no-critical, failureAction: requestOverride, overrideApproval: security-review}}\n          - id: loop-approve\n            gate: {approval: {id: security-review}}\n",
+        1,
+    );
+    // The top-level gates use them outside the loop: reported there, with the definition path.
+    let diags = errors(&yaml);
+    let got: Vec<_> = diags
+        .iter()
+        .map(|d| (d.code, d.path.as_str(), d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                codes::UNKNOWN_VARIABLE,
+                "spec.steps[2].gate.policy.policy",
+                "in spec.policies[0].message: unknown context variable 'attempt'"
+            ),
+            (
+                codes::UNKNOWN_VARIABLE,
+                "spec.steps[2].gate.policy.overrideApproval",
+                "in spec.approvals[0].reasonTemplate: unknown context variable 'attempt'"
+            ),
+            (
+                codes::UNKNOWN_VARIABLE,
+                "spec.steps[3].gate.approval.id",
+                "in spec.approvals[0].reasonTemplate: unknown context variable 'attempt'"
+            ),
+        ],
+        "{diags:#?}"
+    );
+    // Without the top-level gates, the manifest is valid.
+    let inner_only = yaml
+        .replacen(
+            "    - id: policy\n      gate:\n        policy:\n          policy: no-critical\n          failureAction: requestOverride\n          overrideApproval: security-review\n",
+            "",
+            1,
+        )
+        .replacen(
+            "    - id: approve\n      when: \"inputs.replicas > `1`\"\n      gate:\n        approval: {id: security-review, message: \"deploy {{ inputs.target }}?\"}\n",
+            "",
+            1,
+        );
+    parse(&inner_only).unwrap_or_else(|d| panic!("{d}"));
+    // A policy no gate uses: no iteration variables in scope.
+    let unused = edit(
+        "      message: \"{{ steps.scan.outputs.critical }} critical findings\"",
+        "      message: \"{{ steps.scan.outputs.critical }} critical findings\"\n    - id: unused\n      rule: \"item == `1`\"",
+    );
+    let d = expect_one(&unused, codes::UNKNOWN_VARIABLE, "spec.policies[1].rule");
+    assert_eq!(d.message, "unknown context variable 'item'");
+    // Input and secret names are still checked once, at the definition.
+    let d = expect_one(
+        &edit(
+            "approve deploy of {{ inputs.target }}",
+            "approve deploy of {{ inputs.targt }}",
+        ),
+        codes::UNKNOWN_INPUT,
+        "spec.approvals[0].reasonTemplate",
+    );
+    assert!(
+        d.message.starts_with("unknown input 'targt'"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn parallel_reports_both_empty_steps_and_max_parallel() {
+    let yaml = edit(
+        "        maxParallel: 2\n        steps:\n          - id: lint\n            run: {uses: builtin:lint, with: {findings: \"{{ steps.scan.outputs }}\"}}\n          - id: test\n            timeoutSeconds: 30\n            retries: {maxAttempts: 2}\n            run: {uses: acme/test-runner}\n",
+        "        maxParallel: 0\n        steps: []\n",
+    );
+    let diags = errors(&yaml);
+    assert!(
+        has(
+            &diags,
+            codes::OUT_OF_RANGE,
+            "spec.steps[1].parallel.maxParallel"
+        ),
+        "{diags:#?}"
+    );
+    assert!(
+        has(&diags, codes::MISSING_FIELD, "spec.steps[1].parallel.steps"),
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn duplicate_input_name_still_checks_the_default() {
+    let yaml = edit("    - name: regions\n", "    - name: replicas\n").replacen(
+        "      default: [eu, us]",
+        "      default: 5",
+        1,
+    );
+    let diags = errors(&yaml);
+    assert!(
+        has(&diags, codes::DUPLICATE_NAME, "spec.inputs[2].name"),
+        "{diags:#?}"
+    );
+    assert!(
+        has(
+            &diags,
+            codes::INPUT_DEFAULT_MISMATCH,
+            "spec.inputs[2].default"
+        ),
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn one_problem_does_not_hide_the_rest_of_a_step() {
+    // An invalid `uses` does not stop checking `with`.
+    let diags = errors(&edit("uses: builtin:scan", "uses: Scan").replacen(
+        "{{ secrets.token }}",
+        "{{ secrets.tokn }}",
+        1,
+    ));
+    assert!(
+        has(&diags, codes::INVALID_USES, "spec.steps[0].run.uses"),
+        "{diags:#?}"
+    );
+    assert!(
+        has(
+            &diags,
+            codes::UNKNOWN_SECRET,
+            "spec.steps[0].run.with.token"
+        ),
+        "{diags:#?}"
+    );
+    // Every range bound is checked.
+    let diags = errors(&edit(
+        "items: {range: {start: 0, end: 5}}",
+        "items: {range: {start: x, end: y, step: 0}}",
+    ));
+    assert!(
+        has(
+            &diags,
+            codes::WRONG_TYPE,
+            "spec.steps[5].loop.items.range.start"
+        ),
+        "{diags:#?}"
+    );
+    assert!(
+        has(
+            &diags,
+            codes::WRONG_TYPE,
+            "spec.steps[5].loop.items.range.end"
+        ),
+        "{diags:#?}"
+    );
+    // Two kinds (or two gate kinds): each is still checked.
+    let diags = errors(&edit(
+        "    - id: finish\n      when: true\n",
+        "    - id: finish\n      when: true\n      gate: {approval: {id: nope}, policy: {policy: nope2}}\n",
+    ));
+    assert!(
+        has(&diags, codes::EXACTLY_ONE, "spec.steps[7].gate"),
+        "{diags:#?}"
+    );
+    assert!(
+        has(
+            &diags,
+            codes::UNKNOWN_APPROVAL,
+            "spec.steps[7].gate.approval.id"
+        ),
+        "{diags:#?}"
+    );
+    assert!(
+        has(
+            &diags,
+            codes::UNKNOWN_POLICY,
+            "spec.steps[7].gate.policy.policy"
+        ),
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn messages_say_integer_durations_and_truncate_long_values() {
+    let d = expect_one(
+        &edit("expiresAfter: 24h", "expiresAfter: 1.5h"),
+        codes::INVALID_DURATION,
+        "spec.approvals[0].expiresAfter",
+    );
+    assert!(
+        d.message
+            .contains("expected a positive integer followed by s, m, h or d"),
+        "{}",
+        d.message
+    );
+    let long = "x".repeat(5000);
+    let d = expect_one(
+        &edit("expiresAfter: 24h", &format!("expiresAfter: {long}")),
+        codes::INVALID_DURATION,
+        "spec.approvals[0].expiresAfter",
+    );
+    assert!(d.message.len() < 300, "{}", d.message);
+    assert!(d.message.contains('…'), "{}", d.message);
 }

@@ -13,6 +13,9 @@ pub(crate) const TOO_MANY_STEPS: &str = "TR-P0005";
 /// A number outside ±2^53 would enter the plan.
 pub(crate) const NUMBER_NOT_EXACT: &str = "TR-P0006";
 
+/// A file output path known while planning leaves the workspace.
+pub(crate) const PATH_ESCAPES: &str = "TR-P0007";
+
 /// Every plan code with a one-line summary.
 pub const ALL: &[(&str, &str)] = &[
     (EVALUATION, "a plan-time expression failed to evaluate"),

@@ -271,7 +271,11 @@ impl Planner<'_> {
                 self.error(
                     codes::EVALUATION,
                     path,
-                    format!("cannot evaluate '{}' while planning: {e}", expr.source()),
+                    format!(
+                        "{}cannot evaluate '{}' while planning: {e}",
+                        iteration_note(scope),
+                        expr.source()
+                    ),
                 );
                 Eval::Failed
             }
@@ -750,6 +754,17 @@ impl Planner<'_> {
                 OutputSource::File { path } => {
                     let p = format!("spec.outputs[{i}].path");
                     let planned = self.plan_template(path, &scope, &p, false);
+                    if let Some(Value::String(rendered)) = planned.as_literal()
+                        && let Some(why) = escapes_workspace(rendered)
+                    {
+                        self.error(
+                            codes::PATH_ESCAPES,
+                            &p,
+                            format!(
+                                "path '{rendered}' {why}, expected a path inside the run workspace"
+                            ),
+                        );
+                    }
                     out.push(PlanOutput::File {
                         name: def.name.clone(),
                         source: path.source().to_owned(),
@@ -771,6 +786,25 @@ impl Planner<'_> {
             }
         }
         out
+    }
+}
+
+/// Where a plan-time error happened inside an expanded iteration (`in iteration 'm[1]': `).
+fn iteration_note(scope: &Scope) -> String {
+    match scope.prefix.strip_suffix("::") {
+        Some(iteration) => format!("in iteration '{iteration}': "),
+        None => String::new(),
+    }
+}
+
+/// Why a workspace-relative path is refused (SPEC §5.6, rule 20), if it is.
+fn escapes_workspace(path: &str) -> Option<&'static str> {
+    if path.starts_with('/') || path.starts_with('\\') {
+        Some("is absolute")
+    } else if path.split(['/', '\\']).any(|segment| segment == "..") {
+        Some("contains '..'")
+    } else {
+        None
     }
 }
 

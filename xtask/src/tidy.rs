@@ -55,6 +55,9 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Adapters that any crate's tests may use (they run against real stores and executors).
+const DEV_ADAPTERS: &[&str] = &[STORE_SQLITE, STORE_POSTGRES, EXEC];
+
 /// Crates that must not appear in a pure crate's normal dependency closure, and why.
 pub const BANNED_IN_PURE_CLOSURE: &[(&str, &str)] = &[
     ("tokio", "async runtime"),
@@ -178,7 +181,11 @@ pub fn check_dependency_edges(metadata: &Value) -> Vec<String> {
             if !workspace_names.contains(dep_name) {
                 continue;
             }
-            let ok = allowed.contains(&dep_name) || (is_dev && dep_name == TESTKIT);
+            // Tests may also use the testkit, the crate itself (to turn on a test-only
+            // feature such as the store conformance suite) and the real adapters.
+            let dev_ok = is_dev
+                && (dep_name == TESTKIT || dep_name == name || DEV_ADAPTERS.contains(&dep_name));
+            let ok = allowed.contains(&dep_name) || dev_ok;
             if !ok {
                 let rule = edge_rule(name, role, dep_name, is_dev, &members, root);
                 violations.push(format!("{name} -> {dep_name}{kind_label}: {rule}"));

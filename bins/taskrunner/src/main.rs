@@ -10,8 +10,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
-use taskrunner_manifest::{Diagnostics, Manifest};
+use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest};
 use taskrunner_plan::{Plan, PlanError};
+
+mod run;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,6 +56,55 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SimulateFormat::Json)]
         format: SimulateFormat,
     },
+    /// Run a pack locally on the embedded store. Exit: 0 succeeded, 1 failed, 2 invalid pack
+    /// or inputs, 4 cancelled (Ctrl-C), 5 waiting for approval.
+    Run {
+        #[arg(value_name = "PACK.yaml")]
+        pack: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Approve this approval id in advance (repeatable).
+        #[arg(long, value_name = "APPROVAL_ID")]
+        approve: Vec<String>,
+        /// Use this run id instead of a generated one.
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// Continue a run waiting for approval: decide its gates and follow it.
+    Resume {
+        #[arg(value_name = "RUN_ID")]
+        run_id: String,
+        /// Approve this approval id (repeatable).
+        #[arg(long, value_name = "APPROVAL_ID")]
+        approve: Vec<String>,
+        /// Reject this approval id (repeatable).
+        #[arg(long, value_name = "APPROVAL_ID")]
+        reject: Vec<String>,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LocalArgs {
+    /// Where runs are stored (SQLite database, workspaces, artifacts).
+    #[arg(long, value_name = "DIR", default_value = "./taskrunner-data")]
+    data_dir: PathBuf,
+    /// A directory of secret files (the file named like the secret holds its value);
+    /// `TASKRUNNER_SECRET_<NAME>` environment variables are used too.
+    #[arg(long, value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// `text` (human, default) or `ndjson` (exactly the log entries GET …/logs returns).
+    #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+    format: RunFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RunFormat {
+    Text,
+    Ndjson,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +139,8 @@ enum SimulateFormat {
 enum Failure {
     /// Invalid pack or inputs (exit 2): already printed.
     Invalid,
+    /// A finished local run's own exit code (0, 1, 4, 5).
+    Exit(u8),
     /// Anything else (exit 1).
     Other(anyhow::Error),
 }
@@ -113,6 +166,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid) => ExitCode::from(2),
+        Err(Failure::Exit(code)) => ExitCode::from(code),
         Err(Failure::Other(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -140,6 +194,50 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             write_stdout(&text)
         }
+        Command::Run {
+            pack,
+            inputs,
+            approve,
+            run_id,
+            local,
+        } => {
+            let manifest_text = match read_text(&pack)? {
+                Ok(text) => text,
+                Err(d) => {
+                    print_diagnostics(&pack, &d);
+                    return Err(Failure::Invalid);
+                }
+            };
+            let manifest = match taskrunner_manifest::parse(&manifest_text) {
+                Ok(m) => m,
+                Err(d) => {
+                    print_diagnostics(&pack, &d);
+                    return Err(Failure::Invalid);
+                }
+            };
+            let inputs = collect_inputs(&manifest, &inputs)?;
+            let (output, local) = split_local(local);
+            let ending = block_on(run::run(
+                local,
+                &pack,
+                manifest_text,
+                inputs,
+                run_id,
+                approve,
+                output,
+            ))?;
+            exit_with(ending.code())
+        }
+        Command::Resume {
+            run_id,
+            approve,
+            reject,
+            local,
+        } => {
+            let (output, local) = split_local(local);
+            let ending = block_on(run::resume(local, &run_id, approve, reject, output))?;
+            exit_with(ending.code())
+        }
         Command::Simulate {
             pack,
             inputs,
@@ -161,6 +259,31 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+fn split_local(args: LocalArgs) -> (run::Output, run::Local) {
+    (
+        run::Output {
+            ndjson: matches!(args.format, RunFormat::Ndjson),
+        },
+        run::Local {
+            data_dir: args.data_dir,
+            secrets_dir: args.secrets_dir,
+        },
+    )
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T, Failure> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(future).map_err(Failure::Other)
+}
+
+fn exit_with(code: u8) -> Result<(), Failure> {
+    match code {
+        0 => Ok(()),
+        2 => Err(Failure::Invalid),
+        other => Err(Failure::Exit(other)),
+    }
+}
+
 fn write_stdout(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -171,12 +294,25 @@ fn write_stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
-fn read_text(path: &Path) -> Result<String> {
+/// A pack or inputs file: unreadable is exit 1 (`Err`); not UTF-8 is an invalid pack (`Ok(Err)`),
+/// reported like any other diagnostic.
+fn read_text(path: &Path) -> Result<Result<String, Diagnostics>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+    Ok(String::from_utf8(bytes).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            code: "TR-M0001",
+            path: String::new(),
+            message: format!(
+                "the file is not UTF-8 text (invalid byte at offset {}), expected a UTF-8 YAML document",
+                e.utf8_error().valid_up_to()
+            ),
+            line: None,
+            column: None,
+        }])
+    }))
 }
 
-fn print_diagnostics(file: &Path, diagnostics: &Diagnostics) {
+pub(crate) fn print_diagnostics(file: &Path, diagnostics: &Diagnostics) {
     let mut err = std::io::stderr().lock();
     for d in diagnostics.iter() {
         let path = if d.path.is_empty() {
@@ -201,8 +337,7 @@ fn print_diagnostics(file: &Path, diagnostics: &Diagnostics) {
 fn validate(packs: &[PathBuf], format: ValidateFormat) -> Result<(), Failure> {
     let mut invalid = false;
     for file in packs {
-        let text = read_text(file)?;
-        let result = taskrunner_manifest::parse(&text);
+        let result = read_text(file)?.and_then(|text| taskrunner_manifest::parse(&text));
         match format {
             ValidateFormat::Text => match &result {
                 Ok(_) => println!("{}: valid", file.display()),
@@ -226,8 +361,7 @@ fn validate(packs: &[PathBuf], format: ValidateFormat) -> Result<(), Failure> {
 }
 
 fn plan_pack(file: &Path, args: &InputArgs) -> Result<Plan, Failure> {
-    let text = read_text(file)?;
-    let manifest = match taskrunner_manifest::parse(&text) {
+    let manifest = match read_text(file)?.and_then(|text| taskrunner_manifest::parse(&text)) {
         Ok(m) => m,
         Err(d) => {
             print_diagnostics(file, &d);
@@ -244,30 +378,30 @@ fn plan_pack(file: &Path, args: &InputArgs) -> Result<Plan, Failure> {
 fn collect_inputs(manifest: &Manifest, args: &InputArgs) -> Result<Map<String, Value>, Failure> {
     let mut inputs = Map::new();
     if let Some(path) = &args.inputs_file {
-        let text = read_text(path)?;
-        let value: Value = match serde_json::from_str(&text) {
-            Ok(v) => v,
-            Err(_) => serde_saphyr::from_str(&text)
-                .with_context(|| format!("{} is neither JSON nor YAML", path.display()))?,
-        };
+        let value = read_text(path)?.and_then(|text| taskrunner_manifest::parse_value(&text));
         match value {
-            Value::Object(map) => inputs.extend(map),
-            _ => {
+            Ok(Value::Object(map)) => inputs.extend(map),
+            Ok(_) => {
                 eprintln!(
                     "{}: inputs: expected an object of input values",
                     path.display()
                 );
                 return Err(Failure::Invalid);
             }
+            Err(d) => {
+                print_diagnostics(path, &d);
+                return Err(Failure::Invalid);
+            }
         }
     }
     for raw in &args.input {
-        let Some((name, value)) = raw.split_once('=') else {
-            return Err(anyhow::anyhow!("--input {raw:?}: expected NAME=VALUE").into());
+        let (name, value) = match raw.split_once('=') {
+            Some((name, value)) if !name.is_empty() => (name, value),
+            _ => {
+                eprintln!("--input {raw:?}: expected NAME=VALUE with a non-empty NAME");
+                return Err(Failure::Invalid);
+            }
         };
-        if name.is_empty() {
-            return Err(anyhow::anyhow!("--input {raw:?}: the input name is empty").into());
-        }
         inputs.insert(
             name.to_owned(),
             taskrunner_manifest::coerce_cli_input(manifest, name, value),

@@ -197,7 +197,7 @@ fn simulate_table_and_exit_codes() {
     );
 
     let bad_flag = run(&["plan", &ok_pack("minimal.yaml"), "--input", "novalue"]);
-    assert_eq!(bad_flag.status.code(), Some(1));
+    assert_eq!(bad_flag.status.code(), Some(2));
     assert!(stderr(&bad_flag).contains("expected NAME=VALUE"));
 
     let usage = run(&["frobnicate"]);
@@ -208,7 +208,30 @@ fn simulate_table_and_exit_codes() {
 fn binary_input_is_an_error_not_a_panic() {
     let path = temp_file("binary.yaml", "");
     std::fs::write(&path, [0xff, 0xfe, 0x00, 0x80]).unwrap();
-    let out = run(&["validate", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    // Not UTF-8 is an invalid pack (exit 2) and the other files are still validated.
+    let out = run(&["validate", path.to_str().unwrap(), &ok_pack("minimal.yaml")]);
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("minimal.yaml: valid"),
+        "{}",
+        stdout(&out)
+    );
+    let json = run(&["validate", "--format", "json", path.to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(2));
+    let v: Value = serde_json::from_str(stdout(&json).trim()).unwrap();
+    assert_eq!(v["errors"][0]["path"], "");
+
+    // An inputs file that is not valid YAML is invalid input (exit 2), with its position.
+    let inputs = temp_file("dup.yaml", "target: a\ntarget: b\n");
+    let pack = ok_pack("contract-basic-simulation.yaml");
+    let dup = run(&["plan", &pack, "--inputs", inputs.to_str().unwrap()]);
+    assert_eq!(dup.status.code(), Some(2), "{}", stderr(&dup));
+    assert!(stderr(&dup).contains("duplicate"), "{}", stderr(&dup));
+    // YAML 1.2 core: `yes` in an inputs file is a string.
+    let yes = temp_file("yes.yaml", "target: yes\n");
+    let out = run(&["plan", &pack, "--inputs", yes.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(plan["inputs"]["target"], "yes");
 }

@@ -1,0 +1,283 @@
+//! `taskrunner run` and `taskrunner resume`: wiring of the runtime on the embedded SQLite store
+//! under `--data-dir`, with live output. Exit codes (issue contract): 0 succeeded, 1 failed,
+//! 2 invalid pack or inputs, 4 cancelled, 5 waiting for approval.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+use taskrunner_engine::{Decision, RunStatus, RunView, Timestamp};
+use taskrunner_exec::ExecutorRegistry;
+use taskrunner_runtime::{
+    ChainedSecrets, CreateRun, DecisionRequest, DirSecrets, EnvSecrets, Runtime, RuntimeConfig,
+    RuntimeError, Stores, SystemClock,
+};
+use taskrunner_store::LogRecord;
+use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
+
+/// The tenant of local runs.
+pub(crate) const LOCAL_TENANT: &str = "default";
+/// The actor of decisions given on the command line.
+const CLI_ACTOR: &str = "cli";
+
+/// How a local run ended, as an exit code.
+pub(crate) enum Ending {
+    Succeeded,
+    Failed,
+    Invalid,
+    Cancelled,
+    AwaitingApproval,
+}
+
+impl Ending {
+    pub(crate) fn code(&self) -> u8 {
+        match self {
+            Ending::Succeeded => 0,
+            Ending::Failed => 1,
+            Ending::Invalid => 2,
+            Ending::Cancelled => 4,
+            Ending::AwaitingApproval => 5,
+        }
+    }
+}
+
+/// Output settings shared by `run` and `resume`.
+pub(crate) struct Output {
+    pub(crate) ndjson: bool,
+}
+
+pub(crate) struct Local {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) secrets_dir: Option<PathBuf>,
+}
+
+async fn start(local: &Local) -> Result<Runtime> {
+    std::fs::create_dir_all(&local.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            local.data_dir.display()
+        )
+    })?;
+    let store = SqliteStore::open(local.data_dir.join("store"), SqliteConfig::default())
+        .with_context(|| format!("cannot open the store in {}", local.data_dir.display()))?;
+    let mut secrets = ChainedSecrets::new();
+    if let Some(dir) = &local.secrets_dir {
+        secrets = secrets.push(DirSecrets::new(dir));
+    }
+    secrets = secrets.push(EnvSecrets);
+    Runtime::start(
+        Stores::from_one(Arc::new(store)),
+        ExecutorRegistry::with_builtins(),
+        Arc::new(SystemClock),
+        Arc::new(secrets),
+        RuntimeConfig::new(local.data_dir.join("workspaces")),
+    )
+    .await
+    .context("cannot start the runtime")
+}
+
+/// Creates a run of `manifest` and follows it.
+pub(crate) async fn run(
+    local: Local,
+    file: &Path,
+    manifest: String,
+    inputs: Map<String, Value>,
+    run_id: Option<String>,
+    approve: Vec<String>,
+    output: Output,
+) -> Result<Ending> {
+    let rt = start(&local).await?;
+    let request = CreateRun {
+        tenant: LOCAL_TENANT.into(),
+        run_id,
+        manifest,
+        inputs,
+    };
+    let view = match rt.create_run(request).await {
+        Ok(view) => view,
+        Err(RuntimeError::Plan(e)) => {
+            crate::print_diagnostics(file, e.diagnostics());
+            return Ok(Ending::Invalid);
+        }
+        Err(e @ (RuntimeError::RunExists(_) | RuntimeError::BadRequest(_))) => {
+            eprintln!("error: {e}");
+            return Ok(Ending::Invalid);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    eprintln!("run {} created (plan {})", view.run_id, view.plan_hash);
+    for approval in &approve {
+        decide(&rt, &view, approval, Decision::Approved).await?;
+    }
+    follow(&rt, &view.run_id, output).await
+}
+
+/// Decides gates of an existing run and follows it.
+pub(crate) async fn resume(
+    local: Local,
+    run_id: &str,
+    approve: Vec<String>,
+    reject: Vec<String>,
+    output: Output,
+) -> Result<Ending> {
+    let rt = start(&local).await?;
+    let Some(view) = rt.get_run(LOCAL_TENANT, run_id).await? else {
+        anyhow::bail!("no run {run_id} in {}", local.data_dir.display());
+    };
+    for approval in &approve {
+        decide(&rt, &view, approval, Decision::Approved).await?;
+    }
+    for approval in &reject {
+        decide(&rt, &view, approval, Decision::Rejected).await?;
+    }
+    follow(&rt, run_id, output).await
+}
+
+async fn decide(rt: &Runtime, view: &RunView, approval: &str, decision: Decision) -> Result<()> {
+    let request = DecisionRequest {
+        decision,
+        plan_hash: view.plan_hash.clone(),
+        actor: CLI_ACTOR.into(),
+        summary: Some("given on the command line".into()),
+    };
+    match rt
+        .decide(LOCAL_TENANT, &view.run_id, approval, request)
+        .await
+    {
+        Ok(outcome) => {
+            eprintln!(
+                "{approval}: {}{}",
+                decision.as_str(),
+                if outcome.resumed {
+                    " (gate passed)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("deciding {approval}"))),
+    }
+}
+
+/// Prints the run's log as it grows until the run is terminal or parked at a gate. Ctrl-C
+/// cancels the run gracefully.
+async fn follow(rt: &Runtime, run_id: &str, output: Output) -> Result<Ending> {
+    let mut printer = Printer::new(output);
+    let mut live = rt.subscribe_logs(LOCAL_TENANT, run_id);
+    let mut watch = rt.watch(LOCAL_TENANT, run_id);
+    let mut after = 0;
+    let mut cancelling = false;
+    loop {
+        after = printer.print_new(rt, run_id, after).await?;
+        let settled = match &watch {
+            Some(w) => {
+                let snap = w.borrow();
+                snap.view.status.is_terminal() || snap.is_parked()
+            }
+            None => true,
+        };
+        if settled {
+            break;
+        }
+        tokio::select! {
+            _ = async { match &mut live { Some(l) => { let _ = l.recv().await; } None => std::future::pending().await } } => {}
+            changed = async { match &mut watch { Some(w) => w.changed().await, None => std::future::pending().await } } => {
+                if changed.is_err() {
+                    watch = None;
+                    live = None;
+                }
+            }
+            _ = tokio::signal::ctrl_c(), if !cancelling => {
+                cancelling = true;
+                eprintln!("cancelling run {run_id}…");
+                rt.cancel(LOCAL_TENANT, run_id, Some(CLI_ACTOR.into())).await?;
+            }
+        }
+    }
+    let view = rt.wait_settled(LOCAL_TENANT, run_id).await?;
+    printer.print_new(rt, run_id, after).await?;
+    let ending = match view.status {
+        RunStatus::Succeeded => Ending::Succeeded,
+        RunStatus::Failed => Ending::Failed,
+        RunStatus::Cancelled => Ending::Cancelled,
+        RunStatus::AwaitingApproval => {
+            let gates: Vec<String> = view
+                .steps
+                .iter()
+                .filter(|s| s.status_reason.as_deref() == Some("awaiting-approval"))
+                .map(|s| {
+                    format!(
+                        "{} (approval {})",
+                        s.step_id,
+                        s.approval_id.clone().unwrap_or_default()
+                    )
+                })
+                .collect();
+            eprintln!(
+                "run {run_id} is waiting for approval at {}; continue with: taskrunner resume {run_id} --approve <ID>",
+                gates.join(", ")
+            );
+            Ending::AwaitingApproval
+        }
+        RunStatus::Pending | RunStatus::Running => Ending::Failed,
+    };
+    if !printer.output.ndjson {
+        eprintln!("run {run_id}: {}", view.status.as_str());
+    }
+    rt.shutdown();
+    Ok(ending)
+}
+
+struct Printer {
+    output: Output,
+    tty: bool,
+}
+
+impl Printer {
+    fn new(output: Output) -> Printer {
+        Printer {
+            output,
+            tty: std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// Prints entries after `after` from the store; returns the last sequence printed.
+    async fn print_new(&mut self, rt: &Runtime, run_id: &str, mut after: u64) -> Result<u64> {
+        loop {
+            let batch = rt.logs(LOCAL_TENANT, run_id, after, 1000).await?;
+            if batch.is_empty() {
+                return Ok(after);
+            }
+            let mut out = std::io::stdout().lock();
+            for record in &batch {
+                let line = if self.output.ndjson {
+                    taskrunner_runtime::log_entry_json(record).to_string()
+                } else {
+                    self.human(record)
+                };
+                if writeln!(out, "{line}").is_err() {
+                    return Ok(after); // closed pipe: keep running, stop printing
+                }
+                after = record.sequence;
+            }
+            let _ = out.flush();
+        }
+    }
+
+    fn human(&self, record: &LogRecord) -> String {
+        let time = Timestamp(record.timestamp_ms).to_rfc3339();
+        let clock = time.get(11..19).unwrap_or(&time);
+        let step = record.step_id.as_deref().unwrap_or("");
+        match record.event_type.as_str() {
+            "step.output" => format!("{clock}   {step} | {}", record.message),
+            _ if self.tty => format!(
+                "{clock} \u{1b}[1m{:<22}\u{1b}[0m {}",
+                record.event_type, record.message
+            ),
+            _ => format!("{clock} {:<22} {}", record.event_type, record.message),
+        }
+    }
+}

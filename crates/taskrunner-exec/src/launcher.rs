@@ -1,0 +1,354 @@
+//! The process launcher: the one way a step's process is started and stopped (SPEC §7,
+//! rule 17).
+//!
+//! Every process executor (`builtin:shell`, host commands) goes through [`Launcher::launch`],
+//! which applies what today's host can guarantee — a cleared environment, the workspace as
+//! working directory, a new process group, `kill_on_drop`, no inherited descriptors beyond
+//! stdio (std opens everything else close-on-exec) — and hands the rest of the
+//! [`SandboxSpec`] to an [`Isolation`] hook (namespaces, cgroups, rlimits). Without a hook, a
+//! spec that asks for isolation is refused with `sandbox-unavailable`: a step never silently
+//! runs unisolated.
+//!
+//! [`Launcher::stop_group`] implements rule 17 for the process group: SIGTERM (and SIGCONT,
+//! so stopped members can act on it), then SIGKILL after the grace period, repeated until
+//! the group has no members. Zombies count as gone: they run nothing, and where PID 1 does
+//! not reap orphans they would otherwise keep the group "alive" forever.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::time::{Instant, sleep};
+
+use crate::error::ExecError;
+
+/// The longest allowed SIGTERM → SIGKILL grace period (rule 17).
+pub const STOP_GRACE_MAX: Duration = Duration::from_secs(2);
+
+/// How often group membership is polled while stopping.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Host settings of the launcher.
+#[derive(Debug, Clone)]
+pub struct LauncherConfig {
+    /// SIGTERM → SIGKILL grace period; clamped to [`STOP_GRACE_MAX`].
+    pub stop_grace: Duration,
+    /// After this long of sending SIGKILL to a group that will not empty (processes stuck in
+    /// the kernel), stopping gives up and logs a warning instead of hanging the attempt.
+    pub stop_wait_max: Duration,
+    /// Once the group is gone, how long to keep waiting for end-of-file on stdout/stderr
+    /// (a process that left the group may still hold the pipes).
+    pub drain_grace: Duration,
+    /// The shell `builtin:shell` scripts run in (`<shell> -eu`, script on stdin).
+    pub shell: PathBuf,
+    /// Directory for `$TASKRUNNER_OUTPUT` files; `None` = `std::env::temp_dir()`. Must lie
+    /// outside the data directory and the workspaces (rule 19).
+    pub output_dir: Option<PathBuf>,
+}
+
+impl Default for LauncherConfig {
+    fn default() -> LauncherConfig {
+        LauncherConfig {
+            stop_grace: STOP_GRACE_MAX,
+            stop_wait_max: Duration::from_secs(30),
+            drain_grace: Duration::from_millis(500),
+            shell: PathBuf::from("/bin/sh"),
+            output_dir: None,
+        }
+    }
+}
+
+/// Network isolation asked for by a pack (`spec.sandbox.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The process shares the host network (`networked`, or no request at all).
+    #[default]
+    Shared,
+    /// Its own network namespace with only loopback (`sealed`).
+    Sealed,
+}
+
+/// The isolation one attempt asks for. `SandboxSpec::default()` asks for none: it is what
+/// the launcher can provide without an [`Isolation`] hook.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SandboxSpec {
+    /// Network isolation.
+    pub network: NetworkMode,
+    /// CPU limit (cgroup), if any.
+    pub cpu_limit_millicores: Option<u32>,
+    /// Memory limit (cgroup), if any.
+    pub memory_limit_mib: Option<u64>,
+}
+
+impl SandboxSpec {
+    /// True when anything beyond the launcher's baseline is asked for.
+    pub fn requests_isolation(&self) -> bool {
+        self.network != NetworkMode::Shared
+            || self.cpu_limit_millicores.is_some()
+            || self.memory_limit_mib.is_some()
+    }
+}
+
+/// The hook where a sandbox implementation slots in.
+pub trait Isolation: Send + Sync + fmt::Debug {
+    /// Called before spawning: adjust the command (for example wrap it in a namespace
+    /// helper, set rlimits through a helper). Return `SandboxUnavailable` when the host
+    /// cannot provide `spec`.
+    fn prepare(&self, spec: &SandboxSpec, command: &mut Command) -> Result<(), ExecError>;
+
+    /// Called right after spawning with the child's pid (which is also its process group
+    /// id), for example to move it into a cgroup. An error stops the process group.
+    fn attach(&self, spec: &SandboxSpec, pid: u32) -> Result<(), ExecError>;
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// The program: a path, or a name looked up in `env["PATH"]`.
+    pub program: String,
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// The complete environment (the launcher's own is never inherited).
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Whether stdin is a pipe (else `/dev/null`).
+    pub stdin_piped: bool,
+}
+
+/// A started process: the child and its pipes, and its process group.
+#[derive(Debug)]
+pub struct LaunchedProcess {
+    /// The child (`kill_on_drop`).
+    pub child: Child,
+    /// Its process group (the child's pid).
+    pub pgid: Pid,
+    /// Stdin, when [`ProcessSpec::stdin_piped`].
+    pub stdin: Option<ChildStdin>,
+    /// Stdout pipe.
+    pub stdout: ChildStdout,
+    /// Stderr pipe.
+    pub stderr: ChildStderr,
+}
+
+/// Starts and stops step processes.
+#[derive(Debug, Clone, Default)]
+pub struct Launcher {
+    config: LauncherConfig,
+    isolation: Option<Arc<dyn Isolation>>,
+}
+
+impl Launcher {
+    /// A launcher without an isolation hook.
+    pub fn new(config: LauncherConfig) -> Launcher {
+        Launcher {
+            config,
+            isolation: None,
+        }
+    }
+
+    /// A launcher whose isolation requests are handled by `isolation`.
+    pub fn with_isolation(config: LauncherConfig, isolation: Arc<dyn Isolation>) -> Launcher {
+        Launcher {
+            config,
+            isolation: Some(isolation),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LauncherConfig {
+        &self.config
+    }
+
+    fn stop_grace(&self) -> Duration {
+        self.config.stop_grace.min(STOP_GRACE_MAX)
+    }
+
+    /// Starts `process` in its own process group under `sandbox`.
+    pub fn launch(
+        &self,
+        process: ProcessSpec,
+        sandbox: &SandboxSpec,
+    ) -> Result<LaunchedProcess, ExecError> {
+        if sandbox.requests_isolation() && self.isolation.is_none() {
+            return Err(ExecError::SandboxUnavailable(
+                "this host has no sandbox for the requested network or resource limits".into(),
+            ));
+        }
+        let mut command = Command::new(&process.program);
+        command
+            .args(&process.args)
+            .env_clear()
+            .envs(&process.env)
+            .current_dir(&process.cwd)
+            .stdin(if process.stdin_piped {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(isolation) = &self.isolation {
+            isolation.prepare(sandbox, &mut command)?;
+        }
+        let mut child = command.spawn().map_err(ExecError::Spawn)?;
+        let Some(pid) = child.id() else {
+            // `id` is `None` only once the child has been reaped, which nobody did yet.
+            return Err(ExecError::Internal("spawned child has no pid".into()));
+        };
+        let pgid = Pid::from_raw(i32::try_from(pid).map_err(|_| {
+            ExecError::Internal(format!("pid {pid} does not fit a process group id"))
+        })?);
+        if let Some(isolation) = &self.isolation
+            && let Err(error) = isolation.attach(sandbox, pid)
+        {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            return Err(error);
+        }
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            return Err(ExecError::Internal("child pipes missing".into()));
+        };
+        let stdin = child.stdin.take();
+        Ok(LaunchedProcess {
+            child,
+            pgid,
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Stops every process of the group `pgid` (rule 17) and returns once the group has no
+    /// live members. Returns `false` if it gave up after [`LauncherConfig::stop_wait_max`].
+    ///
+    /// The caller must keep reaping its direct child concurrently (its zombie is a member
+    /// until reaped, and only the parent can reap it).
+    pub async fn stop_group(&self, pgid: Pid) -> bool {
+        if group_gone(pgid) {
+            return true;
+        }
+        let give_up_at = Instant::now() + self.config.stop_wait_max;
+        signal_group(pgid, Signal::SIGTERM);
+        signal_group(pgid, Signal::SIGCONT);
+        if wait_group_gone(pgid, Instant::now() + self.stop_grace()).await {
+            return true;
+        }
+        loop {
+            tracing::debug!(pgid = pgid.as_raw(), "sending SIGKILL to process group");
+            signal_group(pgid, Signal::SIGKILL);
+            let next = (Instant::now() + self.stop_grace()).min(give_up_at);
+            if wait_group_gone(pgid, next).await {
+                return true;
+            }
+            if Instant::now() >= give_up_at {
+                tracing::warn!(
+                    pgid = pgid.as_raw(),
+                    "process group still has members after SIGKILL; giving up waiting"
+                );
+                return false;
+            }
+        }
+    }
+}
+
+fn signal_group(pgid: Pid, signal: Signal) {
+    match killpg(pgid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => {
+            tracing::warn!(pgid = pgid.as_raw(), %error, ?signal, "signalling process group failed");
+        }
+    }
+}
+
+/// Polls until the group is gone or `deadline` passes; true when gone.
+async fn wait_group_gone(pgid: Pid, deadline: Instant) -> bool {
+    loop {
+        if group_gone(pgid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(STOP_POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// True when the group has no members (`killpg(pgid, 0)` fails with ESRCH) or only
+/// zombies (orphans waiting for an init that reaps slowly, or never).
+pub(crate) fn group_gone(pgid: Pid) -> bool {
+    match killpg(pgid, None) {
+        Err(Errno::ESRCH) => true,
+        Ok(()) => only_zombies(pgid),
+        // EPERM: a member we may not signal (e.g. a setuid program) still exists.
+        Err(_) => false,
+    }
+}
+
+/// True when every process of the group is a zombie (Linux `/proc`; `false` elsewhere).
+fn only_zombies(pgid: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may contain anything, so parse after the
+        // last `)`.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let (Some(state), Some(_ppid), Some(pgrp)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if pgrp == pgid.as_raw().to_string() && state != "Z" && state != "X" {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends SIGKILL to the group when dropped while armed: if an attempt's future is dropped
+/// mid-run, its processes do not outlive it.
+#[derive(Debug)]
+pub(crate) struct GroupGuard {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl GroupGuard {
+    pub(crate) fn new(pgid: Pid) -> GroupGuard {
+        GroupGuard { pgid, armed: true }
+    }
+
+    /// Call once the group is known to be gone (its pgid may be reused afterwards).
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+        }
+    }
+}

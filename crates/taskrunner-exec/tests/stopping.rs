@@ -1,0 +1,257 @@
+#![allow(clippy::unwrap_used)]
+//! Rule 17 with real processes: timeouts and cancellation stop the whole process group
+//! (SIGTERM, then SIGKILL after the grace), and the attempt ends only when it is empty.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    HANG_GUARD, group_has_no_live_members, output_i32, process_is_dead, reason, request, run,
+    stdout,
+};
+use serde_json::json;
+use taskrunner_exec::{Executor, Launcher, LauncherConfig, OutputLine, ShellExecutor};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn shell_with_grace(grace: Duration) -> ShellExecutor {
+    ShellExecutor::new(Arc::new(Launcher::new(LauncherConfig {
+        stop_grace: grace,
+        ..LauncherConfig::default()
+    })))
+}
+
+/// Records the shell's pid (= the group id) and a background child's pid, then blocks.
+const GROUP_SCRIPT: &str = r#"echo "pgid=$$" >> "$TASKRUNNER_OUTPUT"
+sleep 100 &
+echo "bg=$!" >> "$TASKRUNNER_OUTPUT"
+echo started
+sleep 100
+"#;
+
+#[tokio::test]
+async fn timeout_kills_the_process_and_its_background_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = request("builtin:shell", json!({"script": GROUP_SCRIPT}), dir.path());
+    req.timeout = Some(Duration::from_millis(500));
+    let (outcome, lines) = run(&ShellExecutor::default(), req).await;
+    assert_eq!(reason(&outcome), "timeout", "{outcome:?}");
+    assert_eq!(stdout(&lines), ["started"]);
+    let pgid = output_i32(&outcome, "pgid");
+    let bg = output_i32(&outcome, "bg");
+    assert!(group_has_no_live_members(pgid), "group {pgid} survived");
+    assert!(process_is_dead(bg), "background child {bg} survived");
+}
+
+#[tokio::test]
+async fn cancellation_mid_run_stops_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let cancel = CancellationToken::new();
+    let shell = ShellExecutor::default();
+    let attempt = tokio::spawn(shell.execute(
+        request("builtin:shell", json!({"script": GROUP_SCRIPT}), dir.path()),
+        tx,
+        cancel.clone(),
+    ));
+    let first = tokio::time::timeout(HANG_GUARD, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.line, "started");
+    cancel.cancel();
+    let outcome = tokio::time::timeout(HANG_GUARD, attempt)
+        .await
+        .expect("cancelled attempt hung")
+        .unwrap();
+    assert_eq!(reason(&outcome), "cancelled", "{outcome:?}");
+    assert!(group_has_no_live_members(output_i32(&outcome, "pgid")));
+    assert!(process_is_dead(output_i32(&outcome, "bg")));
+}
+
+#[tokio::test]
+async fn cancelled_before_start_spawns_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let (outcome, _) = common::run_with_cancel(
+        &ShellExecutor::default(),
+        request("builtin:shell", json!({"script": "touch ran"}), dir.path()),
+        cancel,
+    )
+    .await;
+    assert_eq!(reason(&outcome), "cancelled");
+    assert!(!dir.path().join("ran").exists());
+}
+
+#[tokio::test]
+async fn sigterm_is_sent_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"trap 'echo got-term; exit 0' TERM
+echo "pgid=$$" >> "$TASKRUNNER_OUTPUT"
+sleep 100 &
+wait
+"#;
+    let mut req = request("builtin:shell", json!({"script": script}), dir.path());
+    req.timeout = Some(Duration::from_millis(300));
+    let (outcome, lines) = run(&ShellExecutor::default(), req).await;
+    assert_eq!(reason(&outcome), "timeout");
+    assert_eq!(stdout(&lines), ["got-term"]);
+    // The trap exited 0 gracefully; that is reported, the reason stays `timeout`.
+    assert_eq!(outcome.outputs()["exitCode"], json!(0));
+    assert!(group_has_no_live_members(output_i32(&outcome, "pgid")));
+}
+
+#[tokio::test]
+async fn sigterm_ignoring_group_is_killed_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ignored signals stay ignored across exec, so the `sleep`s ignore SIGTERM too.
+    let script = format!("trap '' TERM\n{GROUP_SCRIPT}");
+    let mut req = request("builtin:shell", json!({"script": script}), dir.path());
+    req.timeout = Some(Duration::from_millis(300));
+    let (outcome, _) = run(&shell_with_grace(Duration::from_millis(300)), req).await;
+    assert_eq!(reason(&outcome), "timeout", "{outcome:?}");
+    assert!(group_has_no_live_members(output_i32(&outcome, "pgid")));
+    assert!(process_is_dead(output_i32(&outcome, "bg")));
+    // Killed by SIGKILL: no exit code to report.
+    assert!(outcome.outputs().get("exitCode").is_none());
+}
+
+#[tokio::test]
+async fn grace_is_capped_at_two_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("trap '' TERM\n{GROUP_SCRIPT}");
+    let mut req = request("builtin:shell", json!({"script": script}), dir.path());
+    req.timeout = Some(Duration::from_millis(100));
+    // A configured grace of an hour is clamped to STOP_GRACE_MAX; the hang guard notices
+    // if it is not.
+    let (outcome, _) = run(&shell_with_grace(Duration::from_secs(3600)), req).await;
+    assert_eq!(reason(&outcome), "timeout");
+    assert!(group_has_no_live_members(output_i32(&outcome, "pgid")));
+}
+
+#[tokio::test]
+async fn leftover_background_processes_are_stopped_when_the_main_process_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"sleep 100 &
+echo "bg=$!" >> "$TASKRUNNER_OUTPUT"
+echo "pgid=$$" >> "$TASKRUNNER_OUTPUT"
+echo done
+"#;
+    let (outcome, lines) = run(
+        &ShellExecutor::default(),
+        request("builtin:shell", json!({"script": script}), dir.path()),
+    )
+    .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(stdout(&lines), ["done"]);
+    assert!(process_is_dead(output_i32(&outcome, "bg")));
+    assert!(group_has_no_live_members(output_i32(&outcome, "pgid")));
+}
+
+#[tokio::test]
+async fn a_process_outside_the_group_holding_stdout_does_not_hang_the_attempt() {
+    // `setsid` leaves the process group (only a cgroup could catch it); the attempt still
+    // ends once the group is gone and the drain grace has passed.
+    if !std::path::Path::new("/usr/bin/setsid").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"setsid sleep 100 &
+echo "escaped=$!" >> "$TASKRUNNER_OUTPUT"
+echo done
+"#;
+    let (outcome, lines) = run(
+        &ShellExecutor::default(),
+        request("builtin:shell", json!({"script": script}), dir.path()),
+    )
+    .await;
+    let escaped = output_i32(&outcome, "escaped");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(escaped),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(stdout(&lines), ["done"]);
+}
+
+#[tokio::test]
+async fn dropping_the_attempt_kills_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let shell = ShellExecutor::default();
+    let script = r#"echo "$$" > pgid.txt
+echo started
+sleep 100
+"#;
+    let attempt = shell.execute(
+        request("builtin:shell", json!({"script": script}), dir.path()),
+        tx,
+        CancellationToken::new(),
+    );
+    let attempt = tokio::spawn(attempt);
+    let first = tokio::time::timeout(HANG_GUARD, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.line, "started");
+    attempt.abort();
+    let _ = attempt.await;
+    let pgid: i32 = std::fs::read_to_string(dir.path().join("pgid.txt"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gone = async {
+        while !group_has_no_live_members(pgid) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, gone)
+        .await
+        .expect("group survived a dropped attempt");
+}
+
+#[tokio::test]
+async fn timeout_fires_while_output_is_backpressured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel::<OutputLine>(1);
+    // A receiver that does not read until well after the timeout, then drains.
+    let reader = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line.line);
+        }
+        lines
+    });
+    let script = r#"echo "pgid=$$" >> "$TASKRUNNER_OUTPUT"
+seq 1 1000000
+sleep 100
+"#;
+    let mut req = request("builtin:shell", json!({"script": script}), dir.path());
+    req.timeout = Some(Duration::from_millis(300));
+    let outcome = tokio::time::timeout(
+        HANG_GUARD,
+        ShellExecutor::default().execute(req, tx, CancellationToken::new()),
+    )
+    .await
+    .expect("attempt hung");
+    assert_eq!(reason(&outcome), "timeout");
+    assert!(group_has_no_live_members(output_i32(&outcome, "pgid")));
+    let lines = reader.await.unwrap();
+    // The process was stopped while blocked on a full pipe: a prefix arrived, in order.
+    assert!(
+        !lines.is_empty() && lines.len() < 1_000_000,
+        "{}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == (i + 1).to_string())
+    );
+}

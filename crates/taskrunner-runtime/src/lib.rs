@@ -1,0 +1,22 @@
+//! The async runtime (SPEC §5, §6.2): drives the pure engine with a store, executors, a clock
+//! and a secret provider. This is the embedding API: build a [`Runtime`] and create runs, read
+//! their state, stream their logs, decide approvals and cancel.
+//!
+//! Owns: persist-before-act ordering, per-run serialisation of events, timers, executor
+//! attempts and their output lines, artifact capture, recovery on start. Knows no HTTP, no
+//! config files, no signals (those are `bins/`).
+
+mod error;
+mod ports;
+mod render;
+mod runtime;
+
+pub use error::RuntimeError;
+pub use ports::{
+    ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, StaticSecrets, SystemClock,
+};
+pub use render::log_entry_json;
+pub use runtime::{
+    CreateRun, DecisionOutcome, DecisionRequest, RunSnapshot, Runtime, RuntimeConfig,
+    SECRET_BYTES_MIN, Stores, check_run_id, check_tenant, codes,
+};

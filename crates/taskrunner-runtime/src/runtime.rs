@@ -1,0 +1,1320 @@
+//! The driver (SPEC §5, §6.2): one task per active run feeds events to the pure engine,
+//! **persists every transition before acting on it**, then performs the engine's commands —
+//! starting executor attempts, cancelling them, arming timers, capturing outputs.
+//!
+//! Calling contract: every state change goes through a run's actor, so events for one run are
+//! applied in order; the journal record, the log entries and the new status of a transition are
+//! committed in one store transaction (the SQLite adapter batches concurrent commits into one
+//! fsync). On start, every active run is replayed from its journal (verified against the plan
+//! hash) and receives `Recovered`: attempts that were running are failed as `interrupted` and
+//! retried under their policy; timers are re-armed.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use taskrunner_engine::{
+    AttemptOutcome, Command, Decision, Event, Journal, JournalRecord, LogEntry, OutputResult, Run,
+    RunInfo, RunStatus, RunView, Secrets, Timestamp,
+};
+use taskrunner_exec::{ExecOutcome, ExecRequest, ExecutorRegistry, OutputLine, OutputStream};
+use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest, Step, StepKind};
+use taskrunner_plan::{Plan, PlanError};
+use taskrunner_store::{
+    ArtifactRecord, ArtifactStore, BlobSource, JournalEntry, LogRecord, LogStore, NewLog, NewRun,
+    RunStore, StoreError, Transition,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RuntimeError;
+use crate::ports::{Clock, SecretProvider};
+
+/// Codes of run-creation errors (SPEC §5.1), reported like plan errors.
+pub mod codes {
+    /// A `uses` names an executor this host does not have.
+    pub const UNKNOWN_EXECUTOR: &str = "TR-R0001";
+    /// A required secret cannot be supplied by the host.
+    pub const MISSING_SECRET: &str = "TR-R0002";
+    /// A secret value is shorter than 4 bytes (it could not be masked safely).
+    pub const SECRET_TOO_SHORT: &str = "TR-R0003";
+}
+
+/// Shortest secret value accepted (SPEC §8 rule 19).
+pub const SECRET_BYTES_MIN: usize = 4;
+/// Capacity of a run's mailbox.
+const MAILBOX_CAPACITY: usize = 256;
+/// Capacity of an attempt's output line channel (back-pressure on the process beyond it).
+const OUTPUT_LINES_CAPACITY: usize = 256;
+/// Output lines written to the store in one append at most.
+const OUTPUT_BATCH_MAX: usize = 128;
+
+/// The three storage ports a runtime needs.
+#[derive(Clone)]
+pub struct Stores {
+    pub runs: Arc<dyn RunStore>,
+    pub logs: Arc<dyn LogStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stores")
+    }
+}
+
+impl Stores {
+    /// One value implementing all three ports.
+    pub fn from_one<S>(store: Arc<S>) -> Stores
+    where
+        S: RunStore + LogStore + ArtifactStore + 'static,
+    {
+        Stores {
+            runs: store.clone(),
+            logs: store.clone(),
+            artifacts: store,
+        }
+    }
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Each run gets `workspace_root/<tenant>/<run_id>/` as its private workspace.
+    pub workspace_root: PathBuf,
+    /// Capacity of a run's live log broadcast (a slower follower skips ahead and re-reads the store).
+    pub log_broadcast_capacity: usize,
+}
+
+impl RuntimeConfig {
+    /// Workspaces under `workspace_root`, default capacities.
+    pub fn new(workspace_root: impl Into<PathBuf>) -> RuntimeConfig {
+        RuntimeConfig {
+            workspace_root: workspace_root.into(),
+            log_broadcast_capacity: 1024,
+        }
+    }
+}
+
+/// A request to create a run (SPEC §5.1).
+#[derive(Debug, Clone, Default)]
+pub struct CreateRun {
+    pub tenant: String,
+    /// Generated when absent (unique, sortable, `^[a-zA-Z0-9_-]+$`).
+    pub run_id: Option<String>,
+    /// The manifest text.
+    pub manifest: String,
+    pub inputs: Map<String, Value>,
+}
+
+/// A decision on an approval (SPEC §5.4).
+#[derive(Debug, Clone)]
+pub struct DecisionRequest {
+    pub decision: Decision,
+    pub plan_hash: String,
+    pub actor: String,
+    pub summary: Option<String>,
+}
+
+/// The answer to a decision: `{status, resumed}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionOutcome {
+    pub status: Decision,
+    pub resumed: bool,
+}
+
+/// What a run looks like right now, as published by its actor.
+#[derive(Debug, Clone)]
+pub struct RunSnapshot {
+    pub view: RunView,
+    /// Attempts currently executing.
+    pub running_attempts: usize,
+    /// A timer is armed (retry backoff, approval expiry).
+    pub next_wake: Option<Timestamp>,
+}
+
+impl RunSnapshot {
+    /// Nothing can progress without a decision (or a far timer such as an approval expiry):
+    /// the run waits at a gate with no attempt running and no retry pending.
+    pub fn is_parked(&self) -> bool {
+        self.view.status == RunStatus::AwaitingApproval
+            && self.running_attempts == 0
+            && !self
+                .view
+                .steps
+                .iter()
+                .any(|s| s.status_reason.as_deref() == Some("retry-scheduled"))
+    }
+}
+
+enum Msg {
+    Event(Event),
+    Decide {
+        approval_id: String,
+        request: DecisionRequest,
+        reply: oneshot::Sender<Result<DecisionOutcome, RuntimeError>>,
+    },
+    Cancel {
+        actor: Option<String>,
+        reply: oneshot::Sender<Result<RunStatus, RuntimeError>>,
+    },
+}
+
+#[derive(Clone)]
+struct ActorHandle {
+    tx: mpsc::Sender<Msg>,
+    logs: broadcast::Sender<LogRecord>,
+    snapshot: watch::Receiver<RunSnapshot>,
+}
+
+struct Inner {
+    stores: Stores,
+    executors: ExecutorRegistry,
+    clock: Arc<dyn Clock>,
+    secrets: Arc<dyn SecretProvider>,
+    config: RuntimeConfig,
+    actors: Mutex<BTreeMap<(String, String), ActorHandle>>,
+    shutdown: CancellationToken,
+    id_counter: AtomicU64,
+}
+
+/// The embedding API: build it from stores, executors, a clock and a secret provider; it is a
+/// cheap handle (clone it freely).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workspace_root", &self.inner.config.workspace_root)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Builds the runtime and recovers every active run from its journal.
+    pub async fn start(
+        stores: Stores,
+        executors: ExecutorRegistry,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<dyn SecretProvider>,
+        config: RuntimeConfig,
+    ) -> Result<Runtime, RuntimeError> {
+        let runtime = Runtime {
+            inner: Arc::new(Inner {
+                stores,
+                executors,
+                clock,
+                secrets,
+                config,
+                actors: Mutex::new(BTreeMap::new()),
+                shutdown: CancellationToken::new(),
+                id_counter: AtomicU64::new(0),
+            }),
+        };
+        for (tenant, run_id) in runtime.inner.stores.runs.active_runs().await? {
+            let (run, journal) = runtime.load(&tenant, &run_id).await?;
+            let first = if journal.next_seq() == 1 {
+                Event::Started
+            } else {
+                Event::Recovered
+            };
+            let handle = runtime.spawn_actor(run, journal)?;
+            let _ = handle.tx.send(Msg::Event(first)).await;
+        }
+        Ok(runtime)
+    }
+
+    /// The executors this runtime has.
+    pub fn executors(&self) -> &ExecutorRegistry {
+        &self.inner.executors
+    }
+
+    /// Plans and stores a run, then starts it (SPEC §5.1).
+    pub async fn create_run(&self, request: CreateRun) -> Result<RunView, RuntimeError> {
+        check_tenant(&request.tenant)?;
+        if let Some(id) = &request.run_id {
+            check_run_id(id)?;
+        }
+        let manifest = taskrunner_manifest::parse(&request.manifest)
+            .map_err(|d| RuntimeError::Plan(PlanError(d)))?;
+        let plan = taskrunner_plan::plan(&manifest, &request.inputs).map_err(RuntimeError::Plan)?;
+        let mut problems = Diagnostics::default();
+        self.check_executors(&manifest, &mut problems);
+        let secrets = self.resolve_secrets(&manifest, &mut problems);
+        if !problems.is_empty() {
+            return Err(RuntimeError::Plan(PlanError(problems)));
+        }
+        if let Some(max) = plan.slo().max_queue_depth {
+            let queued = self
+                .inner
+                .stores
+                .runs
+                .queued_count(&request.tenant, &plan.pack().name)
+                .await?;
+            if queued >= max {
+                return Err(RuntimeError::QueueFull(queued));
+            }
+        }
+        let run_id = match request.run_id {
+            Some(id) => id,
+            None => self.generate_run_id(),
+        };
+        let now = self.inner.clock.now();
+        let plan = Arc::new(plan);
+        let info = RunInfo {
+            run_id: run_id.clone(),
+            tenant: request.tenant.clone(),
+        };
+        let created = LogEntry {
+            timestamp: now,
+            level: taskrunner_engine::Level::Info,
+            event_type: "run.created".into(),
+            message: "Run created.".into(),
+            step_id: None,
+            metadata: [
+                ("planHash".to_owned(), plan.hash().to_owned()),
+                ("requestedAt".to_owned(), now.to_rfc3339()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let artifacts = plan
+            .outputs()
+            .iter()
+            .map(|o| ArtifactRecord {
+                name: o.name().to_owned(),
+                kind: match o {
+                    taskrunner_plan::PlanOutput::File { .. } => "file".into(),
+                    _ => "object".into(),
+                },
+                source_path: None,
+                stored_path: None,
+                status: "pending".into(),
+                notes: None,
+                captured_at_ms: None,
+                expression_json: None,
+                sha256: None,
+                size_bytes: None,
+            })
+            .collect();
+        let new_run = NewRun {
+            tenant: request.tenant.clone(),
+            run_id: run_id.clone(),
+            pack_name: plan.pack().name.clone(),
+            pack_version: plan.pack().version.clone(),
+            plan_hash: plan.hash().to_owned(),
+            plan_json: plan.canonical_json().to_owned(),
+            created_at_ms: now.millis(),
+            status: RunStatus::Pending.as_str().to_owned(),
+            host_digest: None,
+            journal: Vec::new(),
+            logs: vec![to_new_log(&created)],
+            artifacts,
+        };
+        match self.inner.stores.runs.create_run(new_run).await {
+            Ok(()) => {}
+            Err(StoreError::RunExists) => return Err(RuntimeError::RunExists(run_id)),
+            Err(e) => return Err(e.into()),
+        }
+        let _ = secrets; // resolved again by the actor: secret values are never kept around
+        let run = Run::new(plan.clone(), info, now);
+        let view = run.view();
+        let journal = Journal::new(plan.hash());
+        let handle = self.spawn_actor(run, journal)?;
+        let _ = handle.tx.send(Msg::Event(Event::Started)).await;
+        Ok(view)
+    }
+
+    /// The run's state, or `None` when the tenant has no such run.
+    pub async fn get_run(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Option<RunView>, RuntimeError> {
+        if let Some(handle) = self.actor(tenant, run_id) {
+            return Ok(Some(handle.snapshot.borrow().view.clone()));
+        }
+        match self.inner.stores.runs.get_run(tenant, run_id).await? {
+            None => Ok(None),
+            Some(_) => Ok(Some(self.load(tenant, run_id).await?.0.view())),
+        }
+    }
+
+    /// Watches a run's published state (active runs only).
+    pub fn watch(&self, tenant: &str, run_id: &str) -> Option<watch::Receiver<RunSnapshot>> {
+        self.actor(tenant, run_id).map(|h| h.snapshot)
+    }
+
+    /// Waits until the run is terminal or parked at a gate; returns its state.
+    pub async fn wait_settled(&self, tenant: &str, run_id: &str) -> Result<RunView, RuntimeError> {
+        if let Some(mut rx) = self.watch(tenant, run_id) {
+            loop {
+                {
+                    let snap = rx.borrow_and_update();
+                    if snap.view.status.is_terminal() || snap.is_parked() {
+                        // The actor may still be capturing outputs: wait for it to retire.
+                        if !snap.view.status.is_terminal() {
+                            return Ok(snap.view.clone());
+                        }
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    break; // the actor retired
+                }
+            }
+        }
+        self.get_run(tenant, run_id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(format!("run {run_id}")))
+    }
+
+    /// Log entries after `after` (SPEC §5.8).
+    pub async fn logs(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, RuntimeError> {
+        match self
+            .inner
+            .stores
+            .logs
+            .logs(tenant, run_id, after, limit)
+            .await
+        {
+            Err(StoreError::NotFound) => Err(RuntimeError::NotFound(format!("run {run_id}"))),
+            other => Ok(other?),
+        }
+    }
+
+    /// Live log entries of an active run, as they are written (`None` once it retired).
+    pub fn subscribe_logs(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Option<broadcast::Receiver<LogRecord>> {
+        self.actor(tenant, run_id).map(|h| h.logs.subscribe())
+    }
+
+    /// Applies an approval decision (SPEC §5.4, rule 16 order after auth).
+    pub async fn decide(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        approval_id: &str,
+        request: DecisionRequest,
+    ) -> Result<DecisionOutcome, RuntimeError> {
+        let handle = match self.actor(tenant, run_id) {
+            Some(h) => h,
+            None => {
+                // Not active: it is terminal (or missing). Let the engine say which error applies.
+                let (run, _) = self.load_existing(tenant, run_id).await?;
+                return match run.check_decision(
+                    approval_id,
+                    request.decision,
+                    &request.actor,
+                    &request.plan_hash,
+                ) {
+                    Ok(check) => Ok(DecisionOutcome {
+                        status: request.decision,
+                        resumed: check.resume,
+                    }),
+                    Err(e) => Err(decision_error(e)),
+                };
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        handle
+            .tx
+            .send(Msg::Decide {
+                approval_id: approval_id.to_owned(),
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| RuntimeError::Internal("the run's driver stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| RuntimeError::Internal("the run's driver stopped".into()))?
+    }
+
+    /// Cancels a run (SPEC §5.7). Already `Cancelled` answers again; `Succeeded`/`Failed` is
+    /// `RunTerminal`.
+    pub async fn cancel(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        actor: Option<String>,
+    ) -> Result<RunStatus, RuntimeError> {
+        let Some(handle) = self.actor(tenant, run_id) else {
+            let (run, _) = self.load_existing(tenant, run_id).await?;
+            return match run.status() {
+                RunStatus::Cancelled => Ok(RunStatus::Cancelled),
+                other if other.is_terminal() => {
+                    Err(RuntimeError::RunTerminal(other.as_str().to_owned()))
+                }
+                other => Ok(other),
+            };
+        };
+        let (reply, answer) = oneshot::channel();
+        handle
+            .tx
+            .send(Msg::Cancel { actor, reply })
+            .await
+            .map_err(|_| RuntimeError::Internal("the run's driver stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| RuntimeError::Internal("the run's driver stopped".into()))?
+    }
+
+    /// Stops every driver without touching run state: runs stay recoverable (running
+    /// attempts are killed and will be retried as `interrupted` after a restart).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    fn actor(&self, tenant: &str, run_id: &str) -> Option<ActorHandle> {
+        let actors = self
+            .inner
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        actors.get(&(tenant.to_owned(), run_id.to_owned())).cloned()
+    }
+
+    fn generate_run_id(&self) -> String {
+        let now = self.inner.clock.now().millis();
+        let n = self.inner.id_counter.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "run-{now:013}-{:05}-{:04x}",
+            std::process::id() % 100_000,
+            n & 0xffff
+        )
+    }
+
+    async fn load_existing(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<(Run, Journal), RuntimeError> {
+        if self
+            .inner
+            .stores
+            .runs
+            .get_run(tenant, run_id)
+            .await?
+            .is_none()
+        {
+            return Err(RuntimeError::NotFound(format!("run {run_id}")));
+        }
+        self.load(tenant, run_id).await
+    }
+
+    /// Reads a run back: the frozen plan (checked against its hash) and the journal (verified
+    /// and folded into the state).
+    async fn load(&self, tenant: &str, run_id: &str) -> Result<(Run, Journal), RuntimeError> {
+        let corrupt = |message: String| RuntimeError::Corrupt {
+            run_id: run_id.to_owned(),
+            message,
+        };
+        let record = self
+            .inner
+            .stores
+            .runs
+            .get_run(tenant, run_id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(format!("run {run_id}")))?;
+        let plan = Plan::from_canonical_json(&record.plan_json, Some(&record.plan_hash))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let entries = self
+            .inner
+            .stores
+            .runs
+            .load_journal(tenant, run_id, 0)
+            .await?;
+        let records = entries
+            .iter()
+            .map(from_entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        let info = RunInfo {
+            run_id: run_id.to_owned(),
+            tenant: tenant.to_owned(),
+        };
+        let plan = Arc::new(plan);
+        let (secrets, _) = self.secret_values(&plan);
+        let run = taskrunner_engine::replay(
+            plan.clone(),
+            info,
+            Timestamp(record.created_at_ms),
+            &records,
+            &secrets,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
+        let journal = Journal::resume(plan.hash(), &records).map_err(|e| corrupt(e.to_string()))?;
+        Ok((run, journal))
+    }
+
+    fn check_executors(&self, manifest: &Manifest, problems: &mut Diagnostics) {
+        fn walk(
+            steps: &[Step],
+            path: &str,
+            registry: &ExecutorRegistry,
+            problems: &mut Diagnostics,
+        ) {
+            for (i, step) in steps.iter().enumerate() {
+                let at = format!("{path}[{i}]");
+                match &step.kind {
+                    StepKind::Run(run) => {
+                        if !registry.contains(&run.uses) {
+                            let known: Vec<&str> = registry.names().collect();
+                            problems.push(Diagnostic {
+                                code: codes::UNKNOWN_EXECUTOR,
+                                path: format!("{at}.run.uses"),
+                                message: format!(
+                                    "executor '{}' is not available on this host, expected one of: {}",
+                                    run.uses,
+                                    known.join(", ")
+                                ),
+                                line: None,
+                                column: None,
+                            });
+                        }
+                    }
+                    StepKind::GateApproval(_) => {}
+                    StepKind::GatePolicy(gate) => walk(
+                        &gate.on_failure,
+                        &format!("{at}.gate.policy.onFailure"),
+                        registry,
+                        problems,
+                    ),
+                    StepKind::Parallel(p) => walk(
+                        &p.steps,
+                        &format!("{at}.parallel.steps"),
+                        registry,
+                        problems,
+                    ),
+                    StepKind::Map(m) => {
+                        walk(
+                            std::slice::from_ref(m.step.as_ref()),
+                            &format!("{at}.map.step"),
+                            registry,
+                            problems,
+                        );
+                    }
+                    StepKind::Loop(l) => {
+                        walk(&l.steps, &format!("{at}.loop.steps"), registry, problems)
+                    }
+                    StepKind::Conditional(c) => {
+                        for (b, branch) in c.branches.iter().enumerate() {
+                            walk(
+                                &branch.steps,
+                                &format!("{at}.conditional.branches[{b}].steps"),
+                                registry,
+                                problems,
+                            );
+                        }
+                        walk(
+                            &c.else_steps,
+                            &format!("{at}.conditional.else"),
+                            registry,
+                            problems,
+                        );
+                    }
+                }
+            }
+        }
+        walk(
+            manifest.steps(),
+            "spec.steps",
+            &self.inner.executors,
+            problems,
+        );
+    }
+
+    fn resolve_secrets(&self, manifest: &Manifest, problems: &mut Diagnostics) -> Secrets {
+        let mut secrets = Secrets::new();
+        for (i, def) in manifest.secrets().iter().enumerate() {
+            match self.inner.secrets.secret(&def.name) {
+                Some(value) if value.len() < SECRET_BYTES_MIN => problems.push(Diagnostic {
+                    code: codes::SECRET_TOO_SHORT,
+                    path: format!("spec.secrets[{i}].name"),
+                    message: format!(
+                        "secret '{}' is shorter than {SECRET_BYTES_MIN} bytes and could not be masked safely",
+                        def.name
+                    ),
+                    line: None,
+                    column: None,
+                }),
+                Some(value) => secrets.insert(def.name.clone(), value),
+                None if def.required => problems.push(Diagnostic {
+                    code: codes::MISSING_SECRET,
+                    path: format!("spec.secrets[{i}].name"),
+                    message: format!("required secret '{}' is not available on this host", def.name),
+                    line: None,
+                    column: None,
+                }),
+                None => {}
+            }
+        }
+        secrets
+    }
+
+    /// The secret values a plan names, from the provider (never stored).
+    fn secret_values(&self, plan: &Plan) -> (Secrets, Vec<String>) {
+        let mut secrets = Secrets::new();
+        let mut values = Vec::new();
+        for s in plan.secrets() {
+            if let Some(value) = self.inner.secrets.secret(&s.name)
+                && value.len() >= SECRET_BYTES_MIN
+            {
+                secrets.insert(s.name.clone(), value.clone());
+                values.push(value);
+            }
+        }
+        (secrets, values)
+    }
+
+    fn spawn_actor(&self, run: Run, journal: Journal) -> Result<ActorHandle, RuntimeError> {
+        let info = RunInfo {
+            run_id: run.state().run_id.clone(),
+            tenant: run.state().tenant.clone(),
+        };
+        let workspace = self
+            .inner
+            .config
+            .workspace_root
+            .join(&info.tenant)
+            .join(&info.run_id);
+        std::fs::create_dir_all(&workspace).map_err(|e| {
+            RuntimeError::Internal(format!(
+                "cannot create workspace {}: {e}",
+                workspace.display()
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
+        let (logs, _) = broadcast::channel(self.inner.config.log_broadcast_capacity.max(16));
+        let (secrets, secret_values) = self.secret_values(run.plan());
+        let snapshot = RunSnapshot {
+            view: run.view(),
+            running_attempts: 0,
+            next_wake: run.next_wake(),
+        };
+        let (snap_tx, snap_rx) = watch::channel(snapshot);
+        let handle = ActorHandle {
+            tx: tx.clone(),
+            logs: logs.clone(),
+            snapshot: snap_rx,
+        };
+        self.inner
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((info.tenant.clone(), info.run_id.clone()), handle.clone());
+        let actor = Actor {
+            runtime: self.clone(),
+            run,
+            journal,
+            secrets,
+            secret_values,
+            workspace,
+            tx,
+            logs,
+            snapshot: snap_tx,
+            running: BTreeMap::new(),
+            timer: None,
+            finished: false,
+        };
+        tokio::spawn(actor.run(rx));
+        Ok(handle)
+    }
+}
+
+/// One run's driver.
+struct Actor {
+    runtime: Runtime,
+    run: Run,
+    journal: Journal,
+    secrets: Secrets,
+    /// The same values, for executors to mask output lines with.
+    secret_values: Vec<String>,
+    workspace: PathBuf,
+    tx: mpsc::Sender<Msg>,
+    logs: broadcast::Sender<LogRecord>,
+    snapshot: watch::Sender<RunSnapshot>,
+    running: BTreeMap<(String, u32), CancellationToken>,
+    timer: Option<tokio::task::JoinHandle<()>>,
+    finished: bool,
+}
+
+impl Actor {
+    fn info(&self) -> RunInfo {
+        RunInfo {
+            run_id: self.run.state().run_id.clone(),
+            tenant: self.run.state().tenant.clone(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let shutdown = self.runtime.inner.shutdown.clone();
+        if let Some(at) = self.run.next_wake() {
+            self.arm(at);
+        }
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                () = shutdown.cancelled() => None,
+            };
+            let Some(msg) = msg else { break };
+            let result = match msg {
+                Msg::Event(event) => self.handle(event).await,
+                Msg::Decide {
+                    approval_id,
+                    request,
+                    reply,
+                } => {
+                    let answer = self.decide(&approval_id, request).await;
+                    let failed = matches!(
+                        answer,
+                        Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
+                    );
+                    let _ = reply.send(answer);
+                    if failed {
+                        Err(RuntimeError::Internal(
+                            "decision could not be stored".into(),
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Msg::Cancel { actor, reply } => {
+                    let answer = match self.run.status() {
+                        RunStatus::Cancelled => Ok(RunStatus::Cancelled),
+                        s if s.is_terminal() => {
+                            Err(RuntimeError::RunTerminal(s.as_str().to_owned()))
+                        }
+                        _ => self
+                            .handle(Event::CancelRequested { actor })
+                            .await
+                            .map(|()| self.run.status()),
+                    };
+                    let failed = matches!(
+                        answer,
+                        Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
+                    );
+                    let _ = reply.send(answer);
+                    if failed {
+                        Err(RuntimeError::Internal(
+                            "cancellation could not be stored".into(),
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            if let Err(e) = result {
+                // The in-memory state may be ahead of the store: stop this driver; the run is
+                // recovered from its journal on the next start.
+                tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
+                break;
+            }
+            if self.finished && self.running.is_empty() {
+                break;
+            }
+        }
+        for token in self.running.values() {
+            token.cancel();
+        }
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+        let info = self.info();
+        self.runtime
+            .inner
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(info.tenant.clone(), info.run_id.clone()));
+    }
+
+    async fn decide(
+        &mut self,
+        approval_id: &str,
+        request: DecisionRequest,
+    ) -> Result<DecisionOutcome, RuntimeError> {
+        let check = self
+            .run
+            .check_decision(
+                approval_id,
+                request.decision,
+                &request.actor,
+                &request.plan_hash,
+            )
+            .map_err(decision_error)?;
+        if !check.already_applied {
+            self.handle(Event::ApprovalDecided {
+                approval_id: approval_id.to_owned(),
+                decision: request.decision,
+                actor: request.actor,
+                summary: request.summary,
+                plan_hash: request.plan_hash,
+            })
+            .await?;
+        }
+        Ok(DecisionOutcome {
+            status: request.decision,
+            resumed: check.resume,
+        })
+    }
+
+    /// Applies one event: fold, journal + logs + status in one commit, then act.
+    async fn handle(&mut self, event: Event) -> Result<(), RuntimeError> {
+        if self.finished && !matches!(event, Event::AttemptFinished { .. }) {
+            return Ok(());
+        }
+        if let Event::AttemptFinished {
+            step_id, attempt, ..
+        } = &event
+        {
+            self.running.remove(&(step_id.clone(), *attempt));
+        }
+        // Time never goes backwards inside a run, whatever the wall clock does.
+        let last = self.run.view().updated_at;
+        let at = Timestamp(self.runtime.inner.clock.now().millis().max(last.millis()));
+        let commands = self.run.apply(at, &event, &self.secrets);
+        // Secrets never reach the journal (rule 19): journal the masked form.
+        let record = self.journal.append(at, event.masked(&self.secrets));
+        let logs: Vec<NewLog> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Log(entry) => Some(to_new_log(entry)),
+                _ => None,
+            })
+            .collect();
+        let info = self.info();
+        let transition = Transition {
+            tenant: info.tenant.clone(),
+            run_id: info.run_id.clone(),
+            expected_journal_len: record.seq - 1,
+            journal: vec![to_entry(&record)?],
+            logs: logs.clone(),
+            status: Some(self.run.status().as_str().to_owned()),
+            updated_at_ms: at.millis(),
+            next_wake_at_ms: Some(self.run.next_wake().map(Timestamp::millis)),
+            snapshot: None,
+        };
+        let sequences = self.runtime.inner.stores.runs.commit(transition).await?;
+        for (sequence, log) in sequences.into_iter().zip(logs) {
+            let _ = self.logs.send(LogRecord::from_new(sequence, log));
+        }
+        for command in commands {
+            self.perform(command).await;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let _ = self.snapshot.send(RunSnapshot {
+            view: self.run.view(),
+            running_attempts: self.running.len(),
+            next_wake: self.run.next_wake(),
+        });
+    }
+
+    fn arm(&mut self, at: Timestamp) {
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+        let clock = self.runtime.inner.clock.clone();
+        let tx = self.tx.clone();
+        self.timer = Some(tokio::spawn(async move {
+            loop {
+                let wait = at.millis().saturating_sub(clock.now().millis());
+                if wait <= 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(
+                    u64::try_from(wait).unwrap_or(0).min(60_000),
+                ))
+                .await;
+            }
+            let _ = tx.send(Msg::Event(Event::Tick)).await;
+        }));
+    }
+
+    async fn perform(&mut self, command: Command) {
+        match command {
+            Command::Log(_) => {} // committed with the transition
+            Command::WakeAt(at) => self.arm(at),
+            Command::CancelAttempt { step_id, attempt } => {
+                if let Some(token) = self.running.get(&(step_id, attempt)) {
+                    token.cancel();
+                }
+            }
+            Command::StartAttempt {
+                step_id,
+                attempt,
+                uses,
+                with,
+                timeout_seconds,
+                idempotency_key,
+            } => {
+                let token = CancellationToken::new();
+                self.running
+                    .insert((step_id.clone(), attempt), token.clone());
+                let info = self.info();
+                let request = ExecRequest {
+                    tenant: info.tenant.clone(),
+                    run_id: info.run_id.clone(),
+                    step_id: step_id.clone(),
+                    attempt,
+                    idempotency_key,
+                    uses: uses.clone(),
+                    with,
+                    workspace: self.workspace.clone(),
+                    timeout: timeout_seconds.map(Duration::from_secs),
+                    secrets: self.secret_values.clone(),
+                };
+                let executor = self.runtime.inner.executors.get(&uses);
+                let runtime = self.runtime.clone();
+                let tx = self.tx.clone();
+                let logs = self.logs.clone();
+                let secrets = self.secrets.clone();
+                tokio::spawn(async move {
+                    let outcome = match executor {
+                        Some(executor) => {
+                            let (line_tx, line_rx) = mpsc::channel(OUTPUT_LINES_CAPACITY);
+                            let forward = tokio::spawn(forward_output(
+                                runtime.clone(),
+                                info,
+                                step_id.clone(),
+                                line_rx,
+                                logs,
+                            ));
+                            let outcome = executor.execute(request, line_tx, token).await;
+                            // Output lines land in the log before the step's end is recorded.
+                            let _ = forward.await;
+                            outcome
+                        }
+                        None => ExecOutcome::failed(
+                            "executor-unavailable",
+                            format!("executor '{uses}' is not available on this host"),
+                        ),
+                    };
+                    let outcome = match outcome {
+                        ExecOutcome::Succeeded { outputs } => AttemptOutcome::Succeeded {
+                            outputs: mask_map(&secrets, outputs),
+                        },
+                        ExecOutcome::Failed {
+                            reason, message, ..
+                        } => AttemptOutcome::Failed {
+                            reason,
+                            message: secrets.mask(&message),
+                        },
+                    };
+                    let _ = tx
+                        .send(Msg::Event(Event::AttemptFinished {
+                            step_id,
+                            attempt,
+                            outcome,
+                        }))
+                        .await;
+                });
+            }
+            Command::Finished { status: _, outputs } => {
+                self.finished = true;
+                if let Some(timer) = self.timer.take() {
+                    timer.abort();
+                }
+                self.capture(outputs).await;
+            }
+        }
+    }
+
+    /// Captures pack outputs as artifacts (SPEC §5.6, rule 20). A failed capture makes that
+    /// artifact `failed` and logs `artifact.failed`; it never changes the run's status.
+    async fn capture(&mut self, outputs: Vec<OutputResult>) {
+        let info = self.info();
+        let stores = self.runtime.inner.stores.clone();
+        let now = self.runtime.inner.clock.now();
+        let mut failures = Vec::new();
+        for output in outputs {
+            let record = match output {
+                OutputResult::Object { name, value, error } => match (value, error) {
+                    (Some(value), _) => ArtifactRecord {
+                        status: "captured".into(),
+                        captured_at_ms: Some(now.millis()),
+                        expression_json: Some(taskrunner_plan::jcs::to_canonical(&value)),
+                        ..artifact(&name, "object")
+                    },
+                    (None, error) => {
+                        let notes =
+                            error.unwrap_or_else(|| "the expression produced no value".into());
+                        failures.push((name.clone(), notes.clone()));
+                        ArtifactRecord {
+                            status: "failed".into(),
+                            notes: Some(notes),
+                            ..artifact(&name, "object")
+                        }
+                    }
+                },
+                OutputResult::File { name, path, error } => {
+                    let captured = match (path, error) {
+                        (Some(path), None) => self
+                            .capture_file(&stores, &info, &name, &path)
+                            .await
+                            .map(|r| (path, r)),
+                        (path, error) => Err((path, error.unwrap_or_else(|| "no path".into()))),
+                    };
+                    match captured {
+                        Ok((path, (stored_path, sha256, size))) => ArtifactRecord {
+                            source_path: Some(path),
+                            stored_path: Some(stored_path),
+                            status: "captured".into(),
+                            captured_at_ms: Some(now.millis()),
+                            sha256: Some(sha256),
+                            size_bytes: Some(size),
+                            ..artifact(&name, "file")
+                        },
+                        Err((path, notes)) => {
+                            failures.push((name.clone(), notes.clone()));
+                            ArtifactRecord {
+                                source_path: path,
+                                status: "failed".into(),
+                                notes: Some(notes),
+                                ..artifact(&name, "file")
+                            }
+                        }
+                    }
+                }
+            };
+            if let Err(e) = stores
+                .artifacts
+                .upsert_artifact(&info.tenant, &info.run_id, record)
+                .await
+            {
+                tracing::error!(error = %e, "artifact record could not be stored");
+            }
+        }
+        if !failures.is_empty() {
+            let logs: Vec<NewLog> = failures
+                .into_iter()
+                .map(|(name, reason)| NewLog {
+                    timestamp_ms: now.millis(),
+                    level: "warn".into(),
+                    event_type: "artifact.failed".into(),
+                    message: format!("Output {name} was not captured: {reason}"),
+                    step_id: None,
+                    metadata_json: serde_json::json!({"output": name, "reason": reason})
+                        .to_string(),
+                })
+                .collect();
+            if let Ok(sequences) = stores
+                .logs
+                .append_logs(&info.tenant, &info.run_id, logs.clone())
+                .await
+            {
+                for (sequence, log) in sequences.into_iter().zip(logs) {
+                    let _ = self.logs.send(LogRecord::from_new(sequence, log));
+                }
+            }
+        }
+    }
+
+    async fn capture_file(
+        &self,
+        stores: &Stores,
+        info: &RunInfo,
+        name: &str,
+        path: &str,
+    ) -> Result<(String, String, u64), (Option<String>, String)> {
+        let fail = |why: String| (Some(path.to_owned()), why);
+        let relative = Path::new(path);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(fail("path escapes the workspace".into()));
+        }
+        let root = std::fs::canonicalize(&self.workspace)
+            .map_err(|e| fail(format!("workspace unavailable: {e}")))?;
+        let full = std::fs::canonicalize(root.join(relative))
+            .map_err(|_| fail("file not found in the workspace".into()))?;
+        if !full.starts_with(&root) {
+            return Err(fail(
+                "path escapes the workspace (through a symbolic link)".into(),
+            ));
+        }
+        if !full.is_file() {
+            return Err(fail("not a regular file".into()));
+        }
+        let blob = stores
+            .artifacts
+            .put_file(&info.tenant, &info.run_id, name, BlobSource::File(full))
+            .await
+            .map_err(|e| fail(format!("could not store the file: {e}")))?;
+        Ok((blob.stored_path, blob.sha256, blob.size_bytes))
+    }
+}
+
+/// Step output lines → `step.output` log entries (stdout `info`, stderr `warn`), appended in
+/// batches; never blocks the run on a slow follower (broadcast drops for laggards).
+async fn forward_output(
+    runtime: Runtime,
+    info: RunInfo,
+    step_id: String,
+    mut lines: mpsc::Receiver<OutputLine>,
+    live: broadcast::Sender<LogRecord>,
+) {
+    let clock = runtime.inner.clock.clone();
+    let mut batch = Vec::new();
+    while let Some(first) = lines.recv().await {
+        batch.push(first);
+        while batch.len() < OUTPUT_BATCH_MAX {
+            match lines.try_recv() {
+                Ok(line) => batch.push(line),
+                Err(_) => break,
+            }
+        }
+        let now = clock.now().millis();
+        let logs: Vec<NewLog> = batch
+            .drain(..)
+            .map(|line| {
+                let (level, stream) = match line.stream {
+                    OutputStream::Stdout => ("info", "stdout"),
+                    OutputStream::Stderr => ("warn", "stderr"),
+                };
+                NewLog {
+                    timestamp_ms: now,
+                    level: level.into(),
+                    event_type: "step.output".into(),
+                    message: line.line,
+                    step_id: Some(step_id.clone()),
+                    metadata_json: serde_json::json!({"stream": stream}).to_string(),
+                }
+            })
+            .collect();
+        match runtime
+            .inner
+            .stores
+            .logs
+            .append_logs(&info.tenant, &info.run_id, logs.clone())
+            .await
+        {
+            Ok(sequences) => {
+                for (sequence, log) in sequences.into_iter().zip(logs) {
+                    let _ = live.send(LogRecord::from_new(sequence, log));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "step output could not be stored"),
+        }
+    }
+}
+
+fn artifact(name: &str, kind: &str) -> ArtifactRecord {
+    ArtifactRecord {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+        source_path: None,
+        stored_path: None,
+        status: "pending".into(),
+        notes: None,
+        captured_at_ms: None,
+        expression_json: None,
+        sha256: None,
+        size_bytes: None,
+    }
+}
+
+fn mask_map(secrets: &Secrets, outputs: Map<String, Value>) -> Map<String, Value> {
+    match secrets.mask_value(&Value::Object(outputs)) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn decision_error(e: taskrunner_engine::Error) -> RuntimeError {
+    use taskrunner_engine::Error as E;
+    match e {
+        E::UnknownApproval(id) => RuntimeError::NotFound(format!("approval {id}")),
+        E::PlanHashMismatch { expected, .. } => RuntimeError::PlanHashMismatch { expected },
+        E::RunTerminal(status) => RuntimeError::RunTerminal(status),
+        E::ApprovalAlreadyDecided(id) => RuntimeError::AlreadyDecided(id),
+        other => RuntimeError::Internal(other.to_string()),
+    }
+}
+
+fn to_new_log(entry: &LogEntry) -> NewLog {
+    NewLog {
+        timestamp_ms: entry.timestamp.millis(),
+        level: entry.level.as_str().to_owned(),
+        event_type: entry.event_type.clone(),
+        message: entry.message.clone(),
+        step_id: entry.step_id.clone(),
+        metadata_json: serde_json::to_string(&entry.metadata).unwrap_or_else(|_| "{}".into()),
+    }
+}
+
+fn to_entry(record: &JournalRecord) -> Result<JournalEntry, RuntimeError> {
+    Ok(JournalEntry {
+        seq: record.seq,
+        at_ms: record.at.millis(),
+        payload_json: serde_json::to_string(&record.event)
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?,
+        prev_hash: record.prev_hash.clone(),
+        hash: record.hash.clone(),
+    })
+}
+
+fn from_entry(entry: &JournalEntry) -> Result<JournalRecord, String> {
+    Ok(JournalRecord {
+        seq: entry.seq,
+        at: Timestamp(entry.at_ms),
+        event: serde_json::from_str(&entry.payload_json)
+            .map_err(|e| format!("journal record {}: {e}", entry.seq))?,
+        prev_hash: entry.prev_hash.clone(),
+        hash: entry.hash.clone(),
+    })
+}
+
+/// SPEC §8 rule 26: `^[a-z0-9][a-z0-9._-]{0,62}$`.
+pub fn check_tenant(tenant: &str) -> Result<(), RuntimeError> {
+    let ok = !tenant.is_empty()
+        && tenant.len() <= 63
+        && tenant.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::BadRequest(format!(
+            "tenant '{tenant}' must match ^[a-z0-9][a-z0-9._-]{{0,62}}$"
+        )))
+    }
+}
+
+/// SPEC §8 rule 26: `^[a-zA-Z0-9_-]{1,128}$`.
+pub fn check_run_id(run_id: &str) -> Result<(), RuntimeError> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 128
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::BadRequest(format!(
+            "runId '{run_id}' must match ^[a-zA-Z0-9_-]{{1,128}}$"
+        )))
+    }
+}

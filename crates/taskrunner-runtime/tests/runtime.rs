@@ -1,0 +1,249 @@
+//! The runtime end to end on real stores and real executors: runs succeed, fail, retry,
+//! wait at gates, resume after decisions, cancel, and survive a restart.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+
+use serde_json::{Map, json};
+use taskrunner_engine::{Decision, RunStatus};
+use taskrunner_exec::ExecutorRegistry;
+use taskrunner_runtime::{
+    CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets, Stores,
+    SystemClock,
+};
+use taskrunner_store::MemoryStore;
+use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
+
+async fn start(dir: &std::path::Path, secrets: StaticSecrets) -> Runtime {
+    let store = SqliteStore::open(dir.join("data"), SqliteConfig::default()).unwrap();
+    Runtime::start(
+        Stores::from_one(Arc::new(store)),
+        ExecutorRegistry::with_builtins(),
+        Arc::new(SystemClock),
+        Arc::new(secrets),
+        RuntimeConfig::new(dir.join("workspaces")),
+    )
+    .await
+    .unwrap()
+}
+
+fn create(manifest: &str, run_id: &str) -> CreateRun {
+    CreateRun {
+        tenant: "default".into(),
+        run_id: Some(run_id.into()),
+        manifest: manifest.into(),
+        inputs: Map::new(),
+    }
+}
+
+const HEADER: &str =
+    "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: rt, version: 1.0.0}\n";
+
+#[tokio::test]
+async fn a_run_succeeds_with_outputs_logs_and_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = start(
+        dir.path(),
+        StaticSecrets::new().with("token", "s3cr3t-value"),
+    )
+    .await;
+    let pack = format!(
+        "{HEADER}spec:\n  secrets: [{{name: token}}]\n  steps:\n    - id: write\n      run:\n        uses: builtin:shell\n        with:\n          script: |\n            echo hello $TOKEN\n            mkdir -p out && echo report > out/r.txt\n            echo answer=42 >> $TASKRUNNER_OUTPUT\n          env: {{TOKEN: \"{{{{ secrets.token }}}}\"}}\n    - id: echo\n      run: {{uses: builtin:echo, with: {{message: \"got {{{{ steps.write.outputs.answer }}}}\"}}}}\n  outputs:\n    - {{name: report, type: file, path: out/r.txt}}\n    - {{name: missing, type: file, path: out/none.txt}}\n    - {{name: answer, type: object, expression: steps.write.outputs.answer}}\n"
+    );
+    let view = rt.create_run(create(&pack, "ok-1")).await.unwrap();
+    assert_eq!(view.status, RunStatus::Pending);
+    let done = rt.wait_settled("default", "ok-1").await.unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{done:#?}");
+    let logs = rt.logs("default", "ok-1", 0, 1000).await.unwrap();
+    let types: Vec<&str> = logs.iter().map(|l| l.event_type.as_str()).collect();
+    assert_eq!(types.first(), Some(&"run.created"));
+    assert!(types.contains(&"run.completed"), "{types:?}");
+    let sequences: Vec<u64> = logs.iter().map(|l| l.sequence).collect();
+    assert_eq!(sequences, (1..=logs.len() as u64).collect::<Vec<_>>());
+    let output: Vec<&str> = logs
+        .iter()
+        .filter(|l| l.event_type == "step.output")
+        .map(|l| l.message.as_str())
+        .collect();
+    assert!(
+        output.contains(&"hello ***"),
+        "secret must be masked: {output:?}"
+    );
+    assert!(output.contains(&"got 42"), "{output:?}");
+    assert!(!logs.iter().any(|l| l.message.contains("s3cr3t-value") || l.metadata_json.contains("s3cr3t-value")));
+}
+
+#[tokio::test]
+async fn retries_then_failure_and_continue_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = start(dir.path(), StaticSecrets::new()).await;
+    let pack = format!(
+        "{HEADER}spec:\n  failure: {{retries: {{maxAttempts: 2, backoffSeconds: 0}}}}\n  steps:\n    - {{id: soft, continueOnError: true, run: {{uses: builtin:shell, with: {{script: 'exit 3'}}}}}}\n    - {{id: hard, run: {{uses: builtin:shell, with: {{script: 'exit 4'}}}}}}\n    - {{id: never, run: {{uses: builtin:noop}}}}\n"
+    );
+    rt.create_run(create(&pack, "fail-1")).await.unwrap();
+    let done = rt.wait_settled("default", "fail-1").await.unwrap();
+    assert_eq!(done.status, RunStatus::Failed);
+    let step = |id: &str| done.steps.iter().find(|s| s.step_id == id).unwrap().clone();
+    assert_eq!(step("soft").attempts, 2);
+    assert_eq!(step("hard").attempts, 2);
+    assert_eq!(step("never").status_reason.as_deref(), Some("run-failed"));
+}
+
+#[tokio::test]
+async fn approval_gate_parks_then_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = format!(
+        "{HEADER}spec:\n  approvals: [{{id: go, grants: [packs.approve]}}]\n  steps:\n    - {{id: before, run: {{uses: builtin:noop}}}}\n    - {{id: gate, gate: {{approval: {{id: go, message: ship it?}}}}}}\n    - {{id: after, run: {{uses: builtin:echo, with: {{message: shipped}}}}}}\n"
+    );
+    let plan_hash;
+    {
+        let rt = start(dir.path(), StaticSecrets::new()).await;
+        let view = rt.create_run(create(&pack, "gate-1")).await.unwrap();
+        plan_hash = view.plan_hash.clone();
+        let parked = rt.wait_settled("default", "gate-1").await.unwrap();
+        assert_eq!(parked.status, RunStatus::AwaitingApproval);
+        // Wrong hash: nothing recorded.
+        let wrong = DecisionRequest {
+            decision: Decision::Approved,
+            plan_hash: format!("sha256:{}", "0".repeat(64)),
+            actor: "alice".into(),
+            summary: None,
+        };
+        assert!(matches!(
+            rt.decide("default", "gate-1", "go", wrong).await,
+            Err(RuntimeError::PlanHashMismatch { .. })
+        ));
+        assert!(matches!(
+            rt.decide(
+                "default",
+                "gate-1",
+                "nope",
+                DecisionRequest {
+                    decision: Decision::Approved,
+                    plan_hash: plan_hash.clone(),
+                    actor: "a".into(),
+                    summary: None
+                }
+            )
+            .await,
+            Err(RuntimeError::NotFound(_))
+        ));
+        rt.shutdown();
+    }
+    // A new process: the run is recovered from its journal and still waits.
+    let rt = start(dir.path(), StaticSecrets::new()).await;
+    let view = rt.get_run("default", "gate-1").await.unwrap().unwrap();
+    assert_eq!(view.status, RunStatus::AwaitingApproval);
+    let outcome = rt
+        .decide(
+            "default",
+            "gate-1",
+            "go",
+            DecisionRequest {
+                decision: Decision::Approved,
+                plan_hash: plan_hash.clone(),
+                actor: "alice".into(),
+                summary: Some("ok".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(outcome.resumed);
+    let done = rt.wait_settled("default", "gate-1").await.unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{done:#?}");
+    // Deciding again after the end: terminal.
+    let again = rt
+        .decide(
+            "default",
+            "gate-1",
+            "go",
+            DecisionRequest {
+                decision: Decision::Rejected,
+                plan_hash,
+                actor: "bob".into(),
+                summary: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(RuntimeError::RunTerminal(_) | RuntimeError::AlreadyDecided(_))
+        ),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let rt = Runtime::start(
+        Stores::from_one(store),
+        ExecutorRegistry::with_builtins(),
+        Arc::new(SystemClock),
+        Arc::new(StaticSecrets::new()),
+        RuntimeConfig::new(dir.path()),
+    )
+    .await
+    .unwrap();
+    let pack = format!(
+        "{HEADER}spec:\n  steps:\n    - {{id: long, run: {{uses: builtin:sleep, with: {{seconds: 60}}}}}}\n    - {{id: next, run: {{uses: builtin:noop}}}}\n"
+    );
+    rt.create_run(create(&pack, "cancel-1")).await.unwrap();
+    let mut watch = rt.watch("default", "cancel-1").unwrap();
+    while watch.borrow_and_update().running_attempts == 0 {
+        watch.changed().await.unwrap();
+    }
+    assert_eq!(
+        rt.cancel("default", "cancel-1", Some("me".into()))
+            .await
+            .unwrap(),
+        RunStatus::Cancelled
+    );
+    let done = rt.wait_settled("default", "cancel-1").await.unwrap();
+    assert_eq!(done.status, RunStatus::Cancelled);
+    let next = done.steps.iter().find(|s| s.step_id == "next").unwrap();
+    assert_eq!(next.status_reason.as_deref(), Some("cancelled"));
+    // Cancelling again answers again.
+    assert_eq!(
+        rt.cancel("default", "cancel-1", None).await.unwrap(),
+        RunStatus::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn creation_errors_are_plan_errors_at_their_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = start(dir.path(), StaticSecrets::new().with("short", "abc")).await;
+    let pack = format!(
+        "{HEADER}spec:\n  secrets: [{{name: short}}, {{name: absent}}]\n  steps:\n    - {{id: a, run: {{uses: builtin:nonexistent}}}}\n"
+    );
+    let err = rt.create_run(create(&pack, "bad-1")).await.unwrap_err();
+    let RuntimeError::Plan(plan) = err else {
+        panic!("{err:?}")
+    };
+    let paths: Vec<String> = plan.diagnostics().iter().map(|d| d.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.steps[0].run.uses",
+            "spec.secrets[0].name",
+            "spec.secrets[1].name"
+        ]
+    );
+    assert!(rt.get_run("default", "bad-1").await.unwrap().is_none());
+
+    let ok = format!("{HEADER}spec:\n  steps: [{{id: a, run: {{uses: builtin:noop}}}}]\n");
+    rt.create_run(create(&ok, "dup")).await.unwrap();
+    assert!(matches!(
+        rt.create_run(create(&ok, "dup")).await,
+        Err(RuntimeError::RunExists(_))
+    ));
+    assert!(matches!(
+        rt.create_run(create(&ok, "bad id!")).await,
+        Err(RuntimeError::BadRequest(_))
+    ));
+    let _ = json!({});
+}

@@ -1,0 +1,52 @@
+//! Versioned migrations (`migrations/NNNN_*.sql`), applied in order, each in its own
+//! transaction, with `PRAGMA user_version` as the schema version.
+
+use rusqlite::{Connection, TransactionBehavior};
+use taskrunner_store::StoreError;
+
+use crate::rows::db_error;
+
+/// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database up to [`SCHEMA_VERSION`]; refuses a database newer than this build.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current = user_version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this build supports ({SCHEMA_VERSION})"
+        )));
+    }
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let target = index as u32 + 1;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_error)?;
+        // Re-read inside the write lock: another process may have migrated meanwhile.
+        let now = user_version(&tx)?;
+        if now >= target {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Backend(format!("migration {name} failed: {e}")))?;
+        tx.pragma_update(None, "user_version", target)
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        tracing::info!(
+            migration = name,
+            version = target,
+            "applied store migration"
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn user_version(conn: &Connection) -> Result<u32, StoreError> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(db_error)?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v} is out of range")))
+}

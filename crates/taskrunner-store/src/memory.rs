@@ -1,0 +1,486 @@
+//! `MemoryStore`: the in-memory adapter of all three ports (tests, simulations, `--ephemeral`).
+//!
+//! One mutex guards all state, so every operation is atomic and linearisable; nothing is
+//! durable. It follows exactly the rules of the durable adapters (it runs the same conformance
+//! suite), including validation before writing and after reading.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::FutureExt;
+
+use crate::blob;
+use crate::cursor::{Cursor, page_limit};
+use crate::error::StoreError;
+use crate::ports::{
+    ArtifactStore, COMMIT_MANY_MAX, LOGS_LIMIT_MAX, LogStore, RunStore, StoreFuture,
+};
+use crate::records::{
+    ArtifactRecord, BlobSource, JournalEntry, ListQuery, LogRecord, NewLog, NewRun, Page,
+    RunRecord, StoredBlob, Transition, status,
+};
+use crate::validate;
+
+type Key = (String, String);
+
+#[derive(Debug)]
+struct RunState {
+    record: RunRecord,
+    journal: Vec<JournalEntry>,
+    logs: Vec<LogRecord>,
+    artifacts: Vec<ArtifactRecord>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    runs: BTreeMap<Key, RunState>,
+    /// `(tenant, created_at_ms, run_id)` for newest-first listing.
+    by_created: BTreeSet<(String, i64, String)>,
+    blobs: BTreeMap<String, Arc<Vec<u8>>>,
+}
+
+/// In-memory implementation of [`RunStore`], [`LogStore`] and [`ArtifactStore`].
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        // A poisoned lock means a panic while mutating: the state may be half-written.
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".to_owned()))
+    }
+}
+
+fn ready<'a, T: Send + 'a>(result: Result<T, StoreError>) -> StoreFuture<'a, T> {
+    futures::future::ready(result).boxed()
+}
+
+fn key(tenant: &str, run_id: &str) -> Key {
+    (tenant.to_owned(), run_id.to_owned())
+}
+
+impl State {
+    fn create(&mut self, run: NewRun) -> Result<(), StoreError> {
+        let k = key(&run.tenant, &run.run_id);
+        if self.runs.contains_key(&k) {
+            return Err(StoreError::RunExists);
+        }
+        let logs = run
+            .logs
+            .into_iter()
+            .zip(1u64..)
+            .map(|(log, seq)| LogRecord::from_new(seq, log))
+            .collect();
+        let record = RunRecord {
+            tenant: run.tenant.clone(),
+            run_id: run.run_id.clone(),
+            pack_name: run.pack_name,
+            pack_version: run.pack_version,
+            plan_hash: run.plan_hash,
+            plan_json: run.plan_json,
+            created_at_ms: run.created_at_ms,
+            updated_at_ms: run.created_at_ms,
+            status: run.status,
+            next_wake_at_ms: None,
+            journal_len: run.journal.len() as u64,
+            journal_head: run.journal.last().map(|e| e.hash.clone()),
+            host_digest: run.host_digest,
+            snapshot: None,
+        };
+        self.by_created
+            .insert((run.tenant, run.created_at_ms, run.run_id));
+        self.runs.insert(
+            k,
+            RunState {
+                record,
+                journal: run.journal,
+                logs,
+                artifacts: run.artifacts,
+            },
+        );
+        Ok(())
+    }
+
+    fn run_mut(&mut self, tenant: &str, run_id: &str) -> Result<&mut RunState, StoreError> {
+        self.runs
+            .get_mut(&key(tenant, run_id))
+            .ok_or(StoreError::NotFound)
+    }
+
+    fn run(&self, tenant: &str, run_id: &str) -> Result<&RunState, StoreError> {
+        self.runs
+            .get(&key(tenant, run_id))
+            .ok_or(StoreError::NotFound)
+    }
+
+    fn commit(&mut self, t: Transition) -> Result<Vec<u64>, StoreError> {
+        validate::transition(&t)?;
+        let run = self.run_mut(&t.tenant, &t.run_id)?;
+        let actual = run.record.journal_len;
+        if actual != t.expected_journal_len {
+            return Err(StoreError::Conflict {
+                expected: t.expected_journal_len,
+                actual,
+            });
+        }
+        validate::journal_append(&t.journal, actual, run.record.journal_head.as_deref())?;
+        let new_len = validate::journal_len_after(&t);
+        let head = validate::journal_head_after(&t, run.record.journal_head.take());
+        run.record.journal_len = new_len;
+        run.record.journal_head = head;
+        run.journal.extend(t.journal);
+        let seqs = append(&mut run.logs, t.logs);
+        if let Some(s) = t.status {
+            run.record.status = s;
+        }
+        run.record.updated_at_ms = t.updated_at_ms;
+        if let Some(wake) = t.next_wake_at_ms {
+            run.record.next_wake_at_ms = wake;
+        }
+        if let Some(snap) = t.snapshot {
+            run.record.snapshot = Some(snap);
+        }
+        Ok(seqs)
+    }
+}
+
+fn append(logs: &mut Vec<LogRecord>, new: Vec<NewLog>) -> Vec<u64> {
+    let first = logs.len() as u64 + 1;
+    let seqs: Vec<u64> = (first..first + new.len() as u64).collect();
+    logs.extend(
+        new.into_iter()
+            .zip(first..)
+            .map(|(log, seq)| LogRecord::from_new(seq, log)),
+    );
+    seqs
+}
+
+impl RunStore for MemoryStore {
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, ()> {
+        ready(validate::new_run(&run).and_then(|()| self.lock()?.create(run)))
+    }
+
+    fn get_run<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+    ) -> StoreFuture<'a, Option<RunRecord>> {
+        let result = (|| {
+            validate::run_key(tenant, run_id)?;
+            let state = self.lock()?;
+            let Some(run) = state.runs.get(&key(tenant, run_id)) else {
+                return Ok(None);
+            };
+            validate::run_record(&run.record)?;
+            Ok(Some(run.record.clone()))
+        })();
+        ready(result)
+    }
+
+    fn list_runs<'a>(&'a self, tenant: &'a str, query: ListQuery) -> StoreFuture<'a, Page> {
+        let result = (|| {
+            validate::tenant(tenant)?;
+            let limit = page_limit(query.limit)?;
+            let after = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+            let state = self.lock()?;
+            let lower = (tenant.to_owned(), i64::MIN, String::new());
+            let upper = match &after {
+                Some(c) => (tenant.to_owned(), c.created_at_ms, c.run_id.clone()),
+                None => (tenant.to_owned(), i64::MAX, "\u{10ffff}".to_owned()),
+            };
+            let mut runs = Vec::new();
+            let mut more = false;
+            for (t, _, run_id) in state.by_created.range(lower..upper).rev() {
+                if runs.len() == limit {
+                    more = true;
+                    break;
+                }
+                let run = state.run(t, run_id)?;
+                validate::run_record(&run.record)?;
+                runs.push(run.record.clone());
+            }
+            let next_cursor = match (more, runs.last()) {
+                (true, Some(last)) => Some(
+                    Cursor {
+                        created_at_ms: last.created_at_ms,
+                        run_id: last.run_id.clone(),
+                    }
+                    .encode(),
+                ),
+                _ => None,
+            };
+            Ok(Page { runs, next_cursor })
+        })();
+        ready(result)
+    }
+
+    fn commit(&self, transition: Transition) -> StoreFuture<'_, Vec<u64>> {
+        ready(self.lock().and_then(|mut s| s.commit(transition)))
+    }
+
+    fn commit_many(
+        &self,
+        transitions: Vec<Transition>,
+    ) -> StoreFuture<'_, Vec<Result<Vec<u64>, StoreError>>> {
+        let result = (|| {
+            if transitions.len() > COMMIT_MANY_MAX {
+                return Err(StoreError::Invalid(format!(
+                    "more than {COMMIT_MANY_MAX} transitions in one commit_many"
+                )));
+            }
+            let mut state = self.lock()?;
+            Ok(transitions.into_iter().map(|t| state.commit(t)).collect())
+        })();
+        ready(result)
+    }
+
+    fn load_journal<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+        after_seq: u64,
+    ) -> StoreFuture<'a, Vec<JournalEntry>> {
+        let result = (|| {
+            validate::run_key(tenant, run_id)?;
+            let state = self.lock()?;
+            let run = state.run(tenant, run_id)?;
+            let skip = usize::try_from(after_seq).unwrap_or(usize::MAX);
+            let entries: Vec<JournalEntry> = run.journal.iter().skip(skip).cloned().collect();
+            validate::journal_loaded(&entries, after_seq)?;
+            Ok(entries)
+        })();
+        ready(result)
+    }
+
+    fn active_runs(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        let result = self.lock().map(|state| {
+            state
+                .runs
+                .iter()
+                .filter(|(_, r)| status::is_active(&r.record.status))
+                .map(|(k, _)| k.clone())
+                .collect()
+        });
+        ready(result)
+    }
+
+    fn due_runs(&self, now_ms: i64) -> StoreFuture<'_, Vec<(String, String, i64)>> {
+        let result = self.lock().map(|state| {
+            let mut due: Vec<(String, String, i64)> = state
+                .runs
+                .iter()
+                .filter(|(_, r)| status::is_active(&r.record.status))
+                .filter_map(|((t, id), r)| {
+                    r.record
+                        .next_wake_at_ms
+                        .filter(|w| *w <= now_ms)
+                        .map(|w| (t.clone(), id.clone(), w))
+                })
+                .collect();
+            due.sort_by(|a, b| (a.2, &a.0, &a.1).cmp(&(b.2, &b.0, &b.1)));
+            due
+        });
+        ready(result)
+    }
+
+    fn queued_count<'a>(&'a self, tenant: &'a str, pack_name: &'a str) -> StoreFuture<'a, u64> {
+        let result = (|| {
+            validate::tenant(tenant)?;
+            let state = self.lock()?;
+            Ok(state
+                .runs
+                .values()
+                .filter(|r| {
+                    r.record.tenant == tenant
+                        && r.record.pack_name == pack_name
+                        && r.record.status == status::PENDING
+                })
+                .count() as u64)
+        })();
+        ready(result)
+    }
+}
+
+impl LogStore for MemoryStore {
+    fn logs<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+        after_sequence: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<LogRecord>> {
+        let result = (|| {
+            validate::run_key(tenant, run_id)?;
+            let state = self.lock()?;
+            let run = state.run(tenant, run_id)?;
+            let skip = usize::try_from(after_sequence).unwrap_or(usize::MAX);
+            let records: Vec<LogRecord> = run
+                .logs
+                .iter()
+                .skip(skip)
+                .take(limit.min(LOGS_LIMIT_MAX))
+                .cloned()
+                .collect();
+            validate::logs_loaded(&records, after_sequence)?;
+            Ok(records)
+        })();
+        ready(result)
+    }
+
+    fn append_logs<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+        logs: Vec<NewLog>,
+    ) -> StoreFuture<'a, Vec<u64>> {
+        let result = (|| {
+            validate::run_key(tenant, run_id)?;
+            validate::new_logs(&logs)?;
+            let mut state = self.lock()?;
+            let run = state.run_mut(tenant, run_id)?;
+            Ok(append(&mut run.logs, logs))
+        })();
+        ready(result)
+    }
+}
+
+impl ArtifactStore for MemoryStore {
+    fn put_file<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+        name: &'a str,
+        source: BlobSource,
+    ) -> StoreFuture<'a, StoredBlob> {
+        async move {
+            validate::run_key(tenant, run_id)?;
+            if name.is_empty() {
+                return Err(StoreError::Invalid("artifact name is empty".to_owned()));
+            }
+            self.lock()?.run(tenant, run_id)?;
+            let bytes = match source {
+                BlobSource::Bytes(b) => b,
+                BlobSource::File(path) => {
+                    tokio::task::spawn_blocking(move || read_regular_file(&path))
+                        .await
+                        .map_err(|e| StoreError::Backend(e.to_string()))??
+                }
+            };
+            if bytes.len() as u64 > blob::ARTIFACT_BYTES_MAX {
+                return Err(StoreError::Invalid(format!(
+                    "artifact is larger than {} bytes",
+                    blob::ARTIFACT_BYTES_MAX
+                )));
+            }
+            let sha256 = blob::sha256_hex(&bytes);
+            let stored_path = blob::stored_path_for(&sha256);
+            let size_bytes = bytes.len() as u64;
+            self.lock()?
+                .blobs
+                .entry(stored_path.clone())
+                .or_insert_with(|| Arc::new(bytes));
+            Ok(StoredBlob {
+                stored_path,
+                sha256,
+                size_bytes,
+            })
+        }
+        .boxed()
+    }
+
+    fn upsert_artifact<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+        record: ArtifactRecord,
+    ) -> StoreFuture<'a, ()> {
+        let result = (|| {
+            validate::run_key(tenant, run_id)?;
+            validate::artifact_to_write(&record)?;
+            let mut state = self.lock()?;
+            let run = state.run_mut(tenant, run_id)?;
+            let count = run.artifacts.len();
+            match run.artifacts.iter_mut().find(|a| a.name == record.name) {
+                Some(existing) => *existing = record,
+                None if count >= validate::RUN_ARTIFACTS_MAX => {
+                    return Err(StoreError::Invalid(format!(
+                        "more than {} artifacts in one run",
+                        validate::RUN_ARTIFACTS_MAX
+                    )));
+                }
+                None => run.artifacts.push(record),
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn list_artifacts<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+    ) -> StoreFuture<'a, Vec<ArtifactRecord>> {
+        let result = (|| {
+            validate::run_key(tenant, run_id)?;
+            let state = self.lock()?;
+            let run = state.run(tenant, run_id)?;
+            run.artifacts
+                .iter()
+                .try_for_each(validate::artifact_loaded)?;
+            Ok(run.artifacts.clone())
+        })();
+        ready(result)
+    }
+
+    fn open_blob<'a>(&'a self, stored_path: &'a str) -> StoreFuture<'a, Vec<u8>> {
+        let result = (|| {
+            let digest = blob::digest_of_stored_path(stored_path).ok_or_else(|| {
+                StoreError::Invalid(format!("{stored_path:?} is not a blob path"))
+            })?;
+            let bytes = self
+                .lock()?
+                .blobs
+                .get(stored_path)
+                .cloned()
+                .ok_or(StoreError::NotFound)?;
+            if blob::sha256_hex(&bytes) != digest {
+                return Err(StoreError::Corrupt(format!(
+                    "blob {stored_path} does not match its digest"
+                )));
+            }
+            Ok(bytes.as_ref().clone())
+        })();
+        ready(result)
+    }
+}
+
+/// Reads a regular file (not a directory, device or FIFO), at most `ARTIFACT_BYTES_MAX` bytes.
+pub(crate) fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(StoreError::Invalid(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(blob::ARTIFACT_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > blob::ARTIFACT_BYTES_MAX {
+        return Err(StoreError::Invalid(format!(
+            "artifact is larger than {} bytes",
+            blob::ARTIFACT_BYTES_MAX
+        )));
+    }
+    Ok(bytes)
+}

@@ -12,6 +12,7 @@ commands:
   ci                        cargo fmt --check, clippy -D warnings, test --workspace (tidy included)
   tidy                      run the tidy checks and print what they find
   bench plan                cargo bench -p taskrunner-plan --bench plan
+  bench engine              cargo bench -p taskrunner-runtime --bench engine
   fuzz <target> [seconds]   cargo fuzz run <target> in fuzz/ (default 60 seconds)";
 
 const FUZZ_SECONDS_DEFAULT: u64 = 60;
@@ -32,6 +33,10 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
     match args {
         ["ci"] => ci(),
         ["tidy"] => tidy(),
+        ["bench", "engine"] => run_cargo(
+            "bench engine",
+            &["bench", "-p", "taskrunner-runtime", "--bench", "engine"],
+        ),
         ["bench", "plan"] => run_cargo(
             "bench plan",
             &["bench", "-p", "taskrunner-plan", "--bench", "plan"],

@@ -51,6 +51,10 @@ const MAILBOX_CAPACITY: usize = 256;
 const OUTPUT_LINES_CAPACITY: usize = 256;
 /// Output lines written to the store in one append at most.
 const OUTPUT_BATCH_MAX: usize = 128;
+/// How often runs parked out of memory are checked for due timers (approval expiry).
+const WAKE_POLL: Duration = Duration::from_millis(500);
+/// Attempts to hand a message to a run's driver while it retires concurrently.
+const DELIVERY_TRIES: usize = 3;
 
 /// The three storage ports a runtime needs.
 #[derive(Clone)]
@@ -163,6 +167,11 @@ enum Msg {
     },
 }
 
+enum Hydrated {
+    Active(ActorHandle),
+    Terminal(Box<Run>),
+}
+
 #[derive(Clone)]
 struct ActorHandle {
     tx: mpsc::Sender<Msg>,
@@ -177,6 +186,8 @@ struct Inner {
     secrets: Arc<dyn SecretProvider>,
     config: RuntimeConfig,
     actors: Mutex<BTreeMap<(String, String), ActorHandle>>,
+    /// Serialises bringing a run into memory and retiring it, so one run never has two drivers.
+    hydrate: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
     id_counter: AtomicU64,
 }
@@ -213,6 +224,7 @@ impl Runtime {
                 secrets,
                 config,
                 actors: Mutex::new(BTreeMap::new()),
+                hydrate: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
                 id_counter: AtomicU64::new(0),
             }),
@@ -227,7 +239,48 @@ impl Runtime {
             let handle = runtime.spawn_actor(run, journal)?;
             let _ = handle.tx.send(Msg::Event(first)).await;
         }
+        tokio::spawn(runtime.clone().wake_due_runs());
         Ok(runtime)
+    }
+
+    /// Runs that are not in memory (parked at a gate) but have a timer due — an approval
+    /// expiry — are brought back and ticked. Active runs keep their own precise timers.
+    async fn wake_due_runs(self) {
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(WAKE_POLL) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let now = self.inner.clock.now().millis();
+            let Ok(due) = self.inner.stores.runs.due_runs(now).await else {
+                continue;
+            };
+            for (tenant, run_id, _) in due {
+                if self.actor(&tenant, &run_id).is_some() {
+                    continue;
+                }
+                if let Ok(Hydrated::Active(handle)) = self.hydrate(&tenant, &run_id).await {
+                    let _ = handle.tx.send(Msg::Event(Event::Tick)).await;
+                }
+            }
+        }
+    }
+
+    /// The run's driver, started from the store if the run is not in memory.
+    async fn hydrate(&self, tenant: &str, run_id: &str) -> Result<Hydrated, RuntimeError> {
+        if let Some(handle) = self.actor(tenant, run_id) {
+            return Ok(Hydrated::Active(handle));
+        }
+        let _guard = self.inner.hydrate.lock().await;
+        if let Some(handle) = self.actor(tenant, run_id) {
+            return Ok(Hydrated::Active(handle));
+        }
+        let (run, journal) = self.load_existing(tenant, run_id).await?;
+        if run.is_terminal() {
+            return Ok(Hydrated::Terminal(Box::new(run)));
+        }
+        Ok(Hydrated::Active(self.spawn_actor(run, journal)?))
     }
 
     /// The executors this runtime has.
@@ -403,7 +456,8 @@ impl Runtime {
         self.actor(tenant, run_id).map(|h| h.logs.subscribe())
     }
 
-    /// Applies an approval decision (SPEC §5.4, rule 16 order after auth).
+    /// Applies an approval decision (SPEC §5.4, rule 16 order after auth). A run parked at a
+    /// gate is brought back into memory to take it.
     pub async fn decide(
         &self,
         tenant: &str,
@@ -411,38 +465,39 @@ impl Runtime {
         approval_id: &str,
         request: DecisionRequest,
     ) -> Result<DecisionOutcome, RuntimeError> {
-        let handle = match self.actor(tenant, run_id) {
-            Some(h) => h,
-            None => {
-                // Not active: it is terminal (or missing). Let the engine say which error applies.
-                let (run, _) = self.load_existing(tenant, run_id).await?;
-                return match run.check_decision(
-                    approval_id,
-                    request.decision,
-                    &request.actor,
-                    &request.plan_hash,
-                ) {
-                    Ok(check) => Ok(DecisionOutcome {
-                        status: request.decision,
-                        resumed: check.resume,
-                    }),
-                    Err(e) => Err(decision_error(e)),
-                };
-            }
-        };
-        let (reply, answer) = oneshot::channel();
-        handle
-            .tx
-            .send(Msg::Decide {
+        for _ in 0..DELIVERY_TRIES {
+            let handle = match self.hydrate(tenant, run_id).await? {
+                Hydrated::Active(handle) => handle,
+                // Terminal: let the engine say which answer or error applies.
+                Hydrated::Terminal(run) => {
+                    return match run.check_decision(
+                        approval_id,
+                        request.decision,
+                        &request.actor,
+                        &request.plan_hash,
+                    ) {
+                        Ok(check) => Ok(DecisionOutcome {
+                            status: request.decision,
+                            resumed: check.resume,
+                        }),
+                        Err(e) => Err(decision_error(e)),
+                    };
+                }
+            };
+            let (reply, answer) = oneshot::channel();
+            let msg = Msg::Decide {
                 approval_id: approval_id.to_owned(),
-                request,
+                request: request.clone(),
                 reply,
-            })
-            .await
-            .map_err(|_| RuntimeError::Internal("the run's driver stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| RuntimeError::Internal("the run's driver stopped".into()))?
+            };
+            if handle.tx.send(msg).await.is_err() {
+                continue; // the driver retired in between: bring the run back and try again
+            }
+            if let Ok(result) = answer.await {
+                return result;
+            }
+        }
+        Err(RuntimeError::Internal("the run's driver stopped".into()))
     }
 
     /// Cancels a run (SPEC §5.7). Already `Cancelled` answers again; `Succeeded`/`Failed` is
@@ -453,25 +508,33 @@ impl Runtime {
         run_id: &str,
         actor: Option<String>,
     ) -> Result<RunStatus, RuntimeError> {
-        let Some(handle) = self.actor(tenant, run_id) else {
-            let (run, _) = self.load_existing(tenant, run_id).await?;
-            return match run.status() {
-                RunStatus::Cancelled => Ok(RunStatus::Cancelled),
-                other if other.is_terminal() => {
-                    Err(RuntimeError::RunTerminal(other.as_str().to_owned()))
+        for _ in 0..DELIVERY_TRIES {
+            let handle = match self.hydrate(tenant, run_id).await? {
+                Hydrated::Active(handle) => handle,
+                Hydrated::Terminal(run) => {
+                    return match run.status() {
+                        RunStatus::Cancelled => Ok(RunStatus::Cancelled),
+                        other => Err(RuntimeError::RunTerminal(other.as_str().to_owned())),
+                    };
                 }
-                other => Ok(other),
             };
-        };
-        let (reply, answer) = oneshot::channel();
-        handle
-            .tx
-            .send(Msg::Cancel { actor, reply })
-            .await
-            .map_err(|_| RuntimeError::Internal("the run's driver stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| RuntimeError::Internal("the run's driver stopped".into()))?
+            let (reply, answer) = oneshot::channel();
+            if handle
+                .tx
+                .send(Msg::Cancel {
+                    actor: actor.clone(),
+                    reply,
+                })
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            if let Ok(result) = answer.await {
+                return result;
+            }
+        }
+        Err(RuntimeError::Internal("the run's driver stopped".into()))
     }
 
     /// Stops every driver without touching run state: runs stay recoverable (running
@@ -773,62 +836,68 @@ impl Actor {
                 () = shutdown.cancelled() => None,
             };
             let Some(msg) = msg else { break };
-            let result = match msg {
-                Msg::Event(event) => self.handle(event).await,
-                Msg::Decide {
-                    approval_id,
-                    request,
-                    reply,
-                } => {
-                    let answer = self.decide(&approval_id, request).await;
-                    let failed = matches!(
-                        answer,
-                        Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
-                    );
-                    let _ = reply.send(answer);
-                    if failed {
-                        Err(RuntimeError::Internal(
-                            "decision could not be stored".into(),
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                }
-                Msg::Cancel { actor, reply } => {
-                    let answer = match self.run.status() {
-                        RunStatus::Cancelled => Ok(RunStatus::Cancelled),
-                        s if s.is_terminal() => {
-                            Err(RuntimeError::RunTerminal(s.as_str().to_owned()))
-                        }
-                        _ => self
-                            .handle(Event::CancelRequested { actor })
-                            .await
-                            .map(|()| self.run.status()),
-                    };
-                    let failed = matches!(
-                        answer,
-                        Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
-                    );
-                    let _ = reply.send(answer);
-                    if failed {
-                        Err(RuntimeError::Internal(
-                            "cancellation could not be stored".into(),
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                }
-            };
-            if let Err(e) = result {
+            if let Err(e) = self.process(msg).await {
                 // The in-memory state may be ahead of the store: stop this driver; the run is
-                // recovered from its journal on the next start.
+                // recovered from its journal when it is next needed.
                 tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
                 break;
             }
-            if self.finished && self.running.is_empty() {
-                break;
+            if self.retirable() {
+                match self.retire(rx).await {
+                    Some(next) => rx = next,
+                    None => return,
+                }
             }
         }
+        self.unregister();
+    }
+
+    /// Finished, or parked at a gate with nothing running and no retry pending: the run needs
+    /// no memory until a decision (or a due timer, found by the store query) brings it back.
+    fn retirable(&self) -> bool {
+        self.running.is_empty() && (self.finished || self.snapshot.borrow().is_parked())
+    }
+
+    /// Leaves memory. Messages that raced in are still processed: then the driver carries on
+    /// under a fresh mailbox (returned).
+    async fn retire(&mut self, mut rx: mpsc::Receiver<Msg>) -> Option<mpsc::Receiver<Msg>> {
+        let runtime = self.runtime.clone();
+        let guard = runtime.inner.hydrate.lock().await;
+        self.unregister();
+        rx.close();
+        let mut pending = Vec::new();
+        while let Some(msg) = rx.recv().await {
+            pending.push(msg);
+        }
+        if pending.is_empty() {
+            return None;
+        }
+        let (tx, next) = mpsc::channel(MAILBOX_CAPACITY);
+        self.tx = tx.clone();
+        let info = self.info();
+        let handle = ActorHandle {
+            tx,
+            logs: self.logs.clone(),
+            snapshot: self.snapshot.subscribe(),
+        };
+        runtime
+            .inner
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((info.tenant, info.run_id), handle);
+        drop(guard);
+        for msg in pending {
+            if let Err(e) = self.process(msg).await {
+                tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
+                self.unregister();
+                return None;
+            }
+        }
+        Some(next)
+    }
+
+    fn unregister(&mut self) {
         for token in self.running.values() {
             token.cancel();
         }
@@ -841,7 +910,54 @@ impl Actor {
             .actors
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(info.tenant.clone(), info.run_id.clone()));
+            .remove(&(info.tenant, info.run_id));
+    }
+
+    async fn process(&mut self, msg: Msg) -> Result<(), RuntimeError> {
+        match msg {
+            Msg::Event(event) => self.handle(event).await,
+            Msg::Decide {
+                approval_id,
+                request,
+                reply,
+            } => {
+                let answer = self.decide(&approval_id, request).await;
+                let failed = matches!(
+                    answer,
+                    Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
+                );
+                let _ = reply.send(answer);
+                if failed {
+                    Err(RuntimeError::Internal(
+                        "decision could not be stored".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Msg::Cancel { actor, reply } => {
+                let answer = match self.run.status() {
+                    RunStatus::Cancelled => Ok(RunStatus::Cancelled),
+                    s if s.is_terminal() => Err(RuntimeError::RunTerminal(s.as_str().to_owned())),
+                    _ => self
+                        .handle(Event::CancelRequested { actor })
+                        .await
+                        .map(|()| self.run.status()),
+                };
+                let failed = matches!(
+                    answer,
+                    Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
+                );
+                let _ = reply.send(answer);
+                if failed {
+                    Err(RuntimeError::Internal(
+                        "cancellation could not be stored".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
 
     async fn decide(

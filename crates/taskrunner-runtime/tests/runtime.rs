@@ -247,3 +247,62 @@ async fn creation_errors_are_plan_errors_at_their_paths() {
     ));
     let _ = json!({});
 }
+
+#[tokio::test]
+async fn parked_runs_leave_memory_and_still_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = start(dir.path(), StaticSecrets::new()).await;
+    let pack = format!(
+        "{HEADER}spec:\n  approvals: [{{id: soon, expiresAfter: 1s}}, {{id: later}}]\n  steps:\n    - {{id: g1, gate: {{approval: {{id: soon}}}}}}\n"
+    );
+    let view = rt.create_run(create(&pack, "exp-1")).await.unwrap();
+    let parked = rt.wait_settled("default", "exp-1").await.unwrap();
+    assert_eq!(parked.status, RunStatus::AwaitingApproval);
+    assert!(
+        rt.watch("default", "exp-1").is_none(),
+        "a parked run holds no driver in memory"
+    );
+    // The expiry is found through the store and fails the gate.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = rt.get_run("default", "exp-1").await.unwrap().unwrap();
+        if v.status.is_terminal() {
+            assert_eq!(v.status, RunStatus::Failed);
+            let gate = v.steps.iter().find(|s| s.step_id == "g1").unwrap();
+            assert_eq!(gate.status_reason.as_deref(), Some("approval-expired"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the parked gate never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A parked run without expiry is brought back by a decision.
+    let pack2 = format!(
+        "{HEADER}spec:\n  approvals: [{{id: later}}]\n  steps:\n    - {{id: g, gate: {{approval: {{id: later}}}}}}\n    - {{id: after, run: {{uses: builtin:noop}}}}\n"
+    );
+    let v2 = rt.create_run(create(&pack2, "park-2")).await.unwrap();
+    rt.wait_settled("default", "park-2").await.unwrap();
+    assert!(rt.watch("default", "park-2").is_none());
+    let outcome = rt
+        .decide(
+            "default",
+            "park-2",
+            "later",
+            DecisionRequest {
+                decision: Decision::Approved,
+                plan_hash: v2.plan_hash,
+                actor: "a".into(),
+                summary: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(outcome.resumed);
+    assert_eq!(
+        rt.wait_settled("default", "park-2").await.unwrap().status,
+        RunStatus::Succeeded
+    );
+    let _ = view;
+}

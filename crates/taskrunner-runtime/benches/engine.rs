@@ -111,7 +111,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn throughput(runs: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let baseline_n = 500;
+    let baseline_n = 2000;
     let raw = taskrunner_store_sqlite::bench_support::raw_single_row_commits(
         &dir.path().join("raw"),
         baseline_n,

@@ -98,7 +98,7 @@ impl RuntimeConfig {
     pub fn new(workspace_root: impl Into<PathBuf>) -> RuntimeConfig {
         RuntimeConfig {
             workspace_root: workspace_root.into(),
-            log_broadcast_capacity: 1024,
+            log_broadcast_capacity: 64,
         }
     }
 }
@@ -408,17 +408,20 @@ impl Runtime {
     pub async fn wait_settled(&self, tenant: &str, run_id: &str) -> Result<RunView, RuntimeError> {
         if let Some(mut rx) = self.watch(tenant, run_id) {
             loop {
-                {
+                let last = {
                     let snap = rx.borrow_and_update();
-                    if snap.view.status.is_terminal() || snap.is_parked() {
-                        // The actor may still be capturing outputs: wait for it to retire.
-                        if !snap.view.status.is_terminal() {
-                            return Ok(snap.view.clone());
-                        }
+                    if snap.is_parked() {
+                        return Ok(snap.view.clone());
                     }
-                }
+                    // A terminal run may still be capturing outputs: wait for its driver to retire.
+                    snap.view.status.is_terminal().then(|| snap.view.clone())
+                };
                 if rx.changed().await.is_err() {
-                    break; // the actor retired
+                    // The driver retired; its last published state is final when terminal.
+                    match last {
+                        Some(view) => return Ok(view),
+                        None => break,
+                    }
                 }
             }
         }
@@ -1002,7 +1005,7 @@ impl Actor {
             self.running.remove(&(step_id.clone(), *attempt));
         }
         // Time never goes backwards inside a run, whatever the wall clock does.
-        let last = self.run.view().updated_at;
+        let last = self.run.state().updated_at;
         let at = Timestamp(self.runtime.inner.clock.now().millis().max(last.millis()));
         let commands = self.run.apply(at, &event, &self.secrets);
         // Secrets never reach the journal (rule 19): journal the masked form.

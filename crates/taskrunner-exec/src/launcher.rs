@@ -51,6 +51,10 @@ pub struct LauncherConfig {
     /// Directory for `$TASKRUNNER_OUTPUT` files; `None` = `std::env::temp_dir()`. Must lie
     /// outside the data directory and the workspaces (rule 19).
     pub output_dir: Option<PathBuf>,
+    /// Where live process groups are recorded (one file per group, removed once it is gone),
+    /// so that after a crash [`Launcher::reap_leftovers`] can kill what an interrupted attempt
+    /// left running before it is retried (rule 17). `None` = not recorded.
+    pub group_ledger: Option<PathBuf>,
 }
 
 impl Default for LauncherConfig {
@@ -61,6 +65,7 @@ impl Default for LauncherConfig {
             drain_grace: Duration::from_millis(500),
             shell: PathBuf::from("/bin/sh"),
             output_dir: None,
+            group_ledger: None,
         }
     }
 }
@@ -220,6 +225,7 @@ impl Launcher {
             return Err(ExecError::Internal("child pipes missing".into()));
         };
         let stdin = child.stdin.take();
+        self.record_group(pgid, &process.env);
         Ok(LaunchedProcess {
             child,
             pgid,
@@ -227,6 +233,73 @@ impl Launcher {
             stdout,
             stderr,
         })
+    }
+
+    /// Environment entries that identify an attempt's processes in the group ledger.
+    const LEDGER_KEYS: [&'static str; 3] = [
+        "TASKRUNNER_RUN_ID",
+        "TASKRUNNER_STEP_ID",
+        "TASKRUNNER_ATTEMPT",
+    ];
+
+    fn record_group(&self, pgid: Pid, env: &BTreeMap<String, String>) {
+        let Some(dir) = &self.config.group_ledger else {
+            return;
+        };
+        let marks: String = Self::LEDGER_KEYS
+            .iter()
+            .filter_map(|k| env.get(*k).map(|v| format!("{k}={v}\n")))
+            .collect();
+        if let Err(error) = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(dir.join(pgid.as_raw().to_string()), marks))
+        {
+            tracing::warn!(%error, "could not record a process group in the ledger");
+        }
+    }
+
+    /// Drops the ledger entry of a group that is known to be gone.
+    pub fn forget_group(&self, pgid: Pid) {
+        if let Some(dir) = &self.config.group_ledger {
+            let _ = std::fs::remove_file(dir.join(pgid.as_raw().to_string()));
+        }
+    }
+
+    /// Kills what attempts of a previous process left running (call once at start, before
+    /// any run is recovered). A recorded group id may have been reused by an unrelated
+    /// process since, so only processes of that group whose environment still carries the
+    /// attempt's `TASKRUNNER_RUN_ID/STEP_ID/ATTEMPT` are killed. Returns how many were.
+    pub fn reap_leftovers(&self) -> usize {
+        let Some(dir) = &self.config.group_ledger else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut killed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let pgid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<i32>().ok());
+            let marks = std::fs::read_to_string(&path).unwrap_or_default();
+            let marks: Vec<&str> = marks.lines().filter(|l| !l.is_empty()).collect();
+            if let Some(pgid) = pgid
+                && !marks.is_empty()
+            {
+                for pid in group_members(pgid) {
+                    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+                    if marks.iter().all(|m| vars.contains(&m.as_bytes())) {
+                        if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                            killed += 1;
+                        }
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        killed
     }
 
     /// Stops every process of the group `pgid` (rule 17) and returns once the group has no
@@ -351,4 +424,23 @@ impl Drop for GroupGuard {
             let _ = killpg(self.pgid, Signal::SIGKILL);
         }
     }
+}
+
+/// Pids whose process group is `pgid` (from `/proc/<pid>/stat`).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command name, which is parenthesised and may contain spaces:
+            // state, ppid, pgrp, …
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().nth(2) == Some(&pgid.to_string()))
+                .unwrap_or(false)
+        })
+        .collect()
 }

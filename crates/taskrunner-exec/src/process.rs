@@ -160,6 +160,7 @@ pub(crate) async fn run_invocation(
     // Stop the group in every case: on exit this removes what the main process left behind.
     if launcher.stop_group(pgid).await {
         guard.disarm();
+        launcher.forget_group(pgid);
     }
     let status = match &trigger {
         Trigger::Exited(status) => Some(status.clone()),

@@ -255,3 +255,104 @@ sleep 100
             .all(|(i, l)| *l == (i + 1).to_string())
     );
 }
+
+/// Rule 17, after a crash: the attempt's future never finished (the server died), its group is
+/// still running and recorded in the ledger; the next process reaps it before any retry, and
+/// leaves alone an unrelated process that happens to sit in a recorded group.
+#[tokio::test]
+async fn leftovers_of_a_crashed_attempt_are_reaped_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let config = LauncherConfig {
+        group_ledger: Some(ledger.clone()),
+        ..LauncherConfig::default()
+    };
+    let shell = ShellExecutor::new(Arc::new(Launcher::new(config.clone())));
+    let (tx, mut rx) = mpsc::channel(4);
+    use std::os::unix::process::CommandExt as _;
+    let script = "sleep 100 &\necho started\nsleep 100\n";
+    let attempt = shell.execute(
+        request("builtin:shell", json!({"script": script}), dir.path()),
+        tx,
+        CancellationToken::new(),
+    );
+    // Drive the attempt until it runs, then lose it without running its destructors, as a
+    // SIGKILLed server would.
+    let mut attempt = Box::pin(attempt);
+    let started = tokio::time::timeout(HANG_GUARD, async {
+        tokio::select! {
+            line = rx.recv() => line,
+            _ = &mut attempt => None,
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(started.map(|l| l.line), Some("started".to_owned()));
+    std::mem::forget(attempt);
+    let recorded: Vec<i32> = std::fs::read_dir(&ledger)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    assert_eq!(recorded.len(), 1, "one live group is recorded");
+    let pgid = recorded[0];
+    assert!(
+        !group_has_no_live_members(pgid),
+        "the leftover group is alive before reaping"
+    );
+
+    let next = Launcher::new(config);
+    assert!(
+        next.reap_leftovers() >= 2,
+        "the shell and its background sleep are killed"
+    );
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while !group_has_no_live_members(pgid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {pgid} survived reaping"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        std::fs::read_dir(&ledger).unwrap().count(),
+        0,
+        "the ledger is emptied"
+    );
+
+    // A reused group id: the process in it is not the attempt's (no matching environment).
+    let mut unrelated = std::process::Command::new("sleep")
+        .arg("100")
+        .process_group(0)
+        .env("TASKRUNNER_RUN_ID", "someone-else")
+        .spawn()
+        .unwrap();
+    let other = i32::try_from(unrelated.id()).unwrap();
+    std::fs::write(
+        ledger.join(other.to_string()),
+        "TASKRUNNER_RUN_ID=r\nTASKRUNNER_STEP_ID=s\nTASKRUNNER_ATTEMPT=1\n",
+    )
+    .unwrap();
+    assert_eq!(
+        Launcher::new(LauncherConfig {
+            group_ledger: Some(ledger.clone()),
+            ..LauncherConfig::default()
+        })
+        .reap_leftovers(),
+        0
+    );
+    assert!(
+        unrelated.try_wait().unwrap().is_none(),
+        "an unrelated process was killed"
+    );
+    unrelated.kill().unwrap();
+    let _ = unrelated.wait();
+
+    // A finished attempt leaves no ledger entry behind.
+    let (outcome, _) = run(
+        &shell,
+        request("builtin:shell", json!({"script": "echo hi"}), dir.path()),
+    )
+    .await;
+    assert!(outcome.is_success(), "{outcome:?}");
+    assert_eq!(std::fs::read_dir(&ledger).unwrap().count(), 0);
+}

@@ -290,10 +290,10 @@ impl Launcher {
                 for pid in group_members(pgid) {
                     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
                     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-                    if marks.iter().all(|m| vars.contains(&m.as_bytes())) {
-                        if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                            killed += 1;
-                        }
+                    if marks.iter().all(|m| vars.contains(&m.as_bytes()))
+                        && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+                    {
+                        killed += 1;
                     }
                 }
             }

@@ -9,14 +9,14 @@
 //! the top-level sequence and lets every reached, unfinished step make progress (start an
 //! attempt that is due, expire a gate, activate the next child), until nothing changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use taskrunner_expr::{Template, is_truthy, render_text};
+use taskrunner_expr::{Expression, Template, is_truthy, render_text};
 use taskrunner_plan::{
     Aggregation, FailureAction, Iterations, LoopSource, Plan, PlanOutput, PlanStep, PlanStepKind,
-    PlanValue,
+    PlanValue, TemplatePiece,
 };
 
 use crate::error::Error;
@@ -387,6 +387,86 @@ enum Seq {
     Pending,
     Done,
     Failed(usize),
+}
+
+/// Which entries of `steps` an expression context must hold.
+///
+/// Building every step's entry is O(steps in the run); doing it for each run-time evaluation
+/// made a 10,000-item map quadratic. An expression can only observe the `steps` entries it
+/// names (`Expression::references`): when it reads the whole root, or `steps` other than
+/// through `steps.<id>…`, every entry is built ([`Need::All`]); otherwise only the named ids
+/// ([`Need::Ids`]), resolved exactly as in the full context (iteration siblings by template id
+/// included). Keys the expression cannot observe are the only difference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Need {
+    All,
+    Ids(BTreeSet<String>),
+}
+
+impl Need {
+    fn none() -> Need {
+        Need::Ids(BTreeSet::new())
+    }
+
+    /// Adds what one expression reads.
+    fn add(&mut self, expr: &Expression) {
+        let Need::Ids(ids) = self else { return };
+        let refs = expr.references();
+        if refs.whole_root {
+            *self = Need::All;
+            return;
+        }
+        for path in &refs.paths {
+            match path.as_slice() {
+                [root] if root == "steps" => {
+                    *self = Need::All;
+                    return;
+                }
+                [root, id, ..] if root == "steps" => {
+                    ids.insert(id.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn of(exprs: &[&Expression]) -> Need {
+        let mut need = Need::none();
+        for e in exprs {
+            need.add(e);
+        }
+        need
+    }
+
+    /// Adds every run-time expression of a plan value.
+    fn add_value(&mut self, value: &PlanValue) {
+        match value {
+            PlanValue::Literal(_) => {}
+            PlanValue::Expr(e) => self.add(e),
+            PlanValue::Template(pieces) => {
+                for piece in pieces {
+                    if let TemplatePiece::Expr(e) = piece {
+                        self.add(e);
+                    }
+                }
+            }
+            PlanValue::Array(items) => items.iter().for_each(|v| self.add_value(v)),
+            PlanValue::Object(members) => members.values().for_each(|v| self.add_value(v)),
+        }
+    }
+
+    fn of_value(value: &PlanValue) -> Need {
+        let mut need = Need::none();
+        need.add_value(value);
+        need
+    }
+
+    fn wants(&self, id: &str) -> bool {
+        match self {
+            Need::All => true,
+            Need::Ids(ids) => ids.contains(id),
+        }
+    }
 }
 
 /// The working context of one `apply`.
@@ -917,8 +997,15 @@ impl<'a> Cx<'a> {
     // ---- expression context --------------------------------------------------------------
 
     /// `{inputs, secrets, run, steps, <iteration variables>}` as seen from step `at`
-    /// (`None`: the run level, for pack outputs).
+    /// (`None`: the run level, for pack outputs), with every step in `steps`.
     fn context(&self, at: Option<usize>) -> Value {
+        self.context_for(at, &Need::All)
+    }
+
+    /// The context an expression needs: [`Cx::context`] with `steps` limited to the ids in
+    /// `need` (see [`Need`]). Same values as the full context for every key the expression
+    /// can read, without building an entry for each step of the run.
+    fn context_for(&self, at: Option<usize>, need: &Need) -> Value {
         let st = &*self.st;
         let mut ctx = Map::new();
         ctx.insert(
@@ -943,9 +1030,23 @@ impl<'a> Cx<'a> {
             })
         };
         let mut steps = Map::new();
-        for i in dfs(st) {
-            let n = &st.nodes[i];
-            steps.insert(n.id.clone(), entry(n));
+        match need {
+            Need::All => {
+                for i in dfs(st) {
+                    let n = &st.nodes[i];
+                    steps.insert(n.id.clone(), entry(n));
+                }
+            }
+            Need::Ids(ids) => {
+                // `index` holds exactly the attached nodes, the ones `dfs` visits.
+                for id in ids {
+                    if let Some(&k) = st.index.get(id)
+                        && let Some(n) = st.nodes.get(k).filter(|n| !n.detached)
+                    {
+                        steps.insert(n.id.clone(), entry(n));
+                    }
+                }
+            }
         }
         // Enclosing iterations, outermost first: bind their variables and let the template
         // ids of the iteration's steps mean this iteration's instances (rule 10).
@@ -973,7 +1074,13 @@ impl<'a> Cx<'a> {
             };
             let body_len = body_len.max(1);
             let pn = &st.nodes[p];
-            let Some(pos) = pn.children.iter().position(|&k| k == c) else {
+            // Children are created in arena order, so `children` is sorted.
+            let Some(pos) = pn
+                .children
+                .binary_search(&c)
+                .ok()
+                .or_else(|| pn.children.iter().position(|&k| k == c))
+            else {
                 continue;
             };
             let it = pos / body_len;
@@ -994,7 +1101,9 @@ impl<'a> Cx<'a> {
             }
             for k in members {
                 let n = &st.nodes[k];
-                steps.insert(n.template_id.clone(), entry(n));
+                if need.wants(&n.template_id) {
+                    steps.insert(n.template_id.clone(), entry(n));
+                }
             }
         }
         ctx.insert("steps".into(), Value::Object(steps));
@@ -1198,7 +1307,7 @@ impl<'a> Cx<'a> {
             return;
         };
         if let Some(when) = &def.when {
-            match when.evaluate(&self.context(Some(i))) {
+            match when.evaluate(&self.context_for(Some(i), &Need::of(&[when]))) {
                 Err(e) => {
                     let msg = format!("when '{}': {e}", when.source());
                     self.skip_children(i, "parent-failed");
@@ -1231,21 +1340,22 @@ impl<'a> Cx<'a> {
             } => {
                 self.transition(i, StepStatus::Running, None);
                 if matches!(iterations, Iterations::Runtime) {
-                    let items = match items.evaluate(&self.context(Some(i))) {
-                        Ok(Value::Array(items)) => items,
-                        Ok(other) => {
-                            let msg = format!(
-                                "map items '{}' must be an array, got {}",
-                                items.source(),
-                                type_name(&other)
-                            );
-                            return self.fail_expansion(i, "expression-error", msg);
-                        }
-                        Err(e) => {
-                            let msg = format!("map items '{}': {e}", items.source());
-                            return self.fail_expansion(i, "expression-error", msg);
-                        }
-                    };
+                    let items =
+                        match items.evaluate(&self.context_for(Some(i), &Need::of(&[items]))) {
+                            Ok(Value::Array(items)) => items,
+                            Ok(other) => {
+                                let msg = format!(
+                                    "map items '{}' must be an array, got {}",
+                                    items.source(),
+                                    type_name(&other)
+                                );
+                                return self.fail_expansion(i, "expression-error", msg);
+                            }
+                            Err(e) => {
+                                let msg = format!("map items '{}': {e}", items.source());
+                                return self.fail_expansion(i, "expression-error", msg);
+                            }
+                        };
                     if items.len() > MAP_ITEMS_MAX {
                         let msg = format!(
                             "{} items exceed the map limit of {MAP_ITEMS_MAX}",
@@ -1268,21 +1378,23 @@ impl<'a> Cx<'a> {
                 self.transition(i, StepStatus::Running, None);
                 if matches!(iterations, Iterations::Runtime) {
                     let items = match source {
-                        LoopSource::Expression(e) => match e.evaluate(&self.context(Some(i))) {
-                            Ok(Value::Array(items)) => items,
-                            Ok(other) => {
-                                let msg = format!(
-                                    "loop items '{}' must be an array, got {}",
-                                    e.source(),
-                                    type_name(&other)
-                                );
-                                return self.fail_expansion(i, "expression-error", msg);
+                        LoopSource::Expression(e) => {
+                            match e.evaluate(&self.context_for(Some(i), &Need::of(&[e]))) {
+                                Ok(Value::Array(items)) => items,
+                                Ok(other) => {
+                                    let msg = format!(
+                                        "loop items '{}' must be an array, got {}",
+                                        e.source(),
+                                        type_name(&other)
+                                    );
+                                    return self.fail_expansion(i, "expression-error", msg);
+                                }
+                                Err(e2) => {
+                                    let msg = format!("loop items '{}': {e2}", e.source());
+                                    return self.fail_expansion(i, "expression-error", msg);
+                                }
                             }
-                            Err(e2) => {
-                                let msg = format!("loop items '{}': {e2}", e.source());
-                                return self.fail_expansion(i, "expression-error", msg);
-                            }
-                        },
+                        }
                         LoopSource::Static(items) => items.clone(),
                         LoopSource::Range { start, end, step } => {
                             range(*start, *end, *step, *max_iterations)
@@ -1312,7 +1424,8 @@ impl<'a> Cx<'a> {
                 let chosen = match taken {
                     Some(t) => *t,
                     None => {
-                        let ctx = self.context(Some(i));
+                        let whens: Vec<&Expression> = branches.iter().map(|b| &b.when).collect();
+                        let ctx = self.context_for(Some(i), &Need::of(&whens));
                         let mut chosen = branches.len();
                         for (b, branch) in branches.iter().enumerate() {
                             match branch.when.evaluate(&ctx) {
@@ -1357,7 +1470,7 @@ impl<'a> Cx<'a> {
     }
 
     fn render(&self, value: &PlanValue, i: usize) -> String {
-        match value.resolve(&self.context(Some(i))) {
+        match value.resolve(&self.context_for(Some(i), &Need::of_value(value))) {
             Ok(v) => render_text(&v),
             Err(e) => format!("{} (message could not be rendered: {e})", value.display()),
         }
@@ -1462,7 +1575,7 @@ impl<'a> Cx<'a> {
         if self.terminal() {
             return;
         }
-        let with = match with.resolve(&self.context(Some(i))) {
+        let with = match with.resolve(&self.context_for(Some(i), &Need::of_value(with))) {
             Ok(v) => v,
             Err(e) => {
                 self.fail(i, "expression-error", Some(format!("with: {e}")));
@@ -1529,8 +1642,18 @@ impl<'a> Cx<'a> {
                 ("policyId", policy_id.clone()),
             ],
         );
-        let ctx = self.context(Some(i));
         let policy = self.plan.policy(policy_id);
+        let message = policy
+            .and_then(|p| p.message.as_deref())
+            .map(|m| (m, Template::parse(m)));
+        let mut need = Need::none();
+        if let Some(p) = policy {
+            need.add(&p.rule);
+        }
+        if let Some((_, Ok(t))) = &message {
+            t.expressions().for_each(|e| need.add(e));
+        }
+        let ctx = self.context_for(Some(i), &need);
         let verdict = match policy {
             None => Err(format!("unknown policy {policy_id}")),
             Some(p) => match p.rule.evaluate(&ctx) {
@@ -1560,11 +1683,11 @@ impl<'a> Cx<'a> {
                 self.succeed(i, None);
             }
             Err(detail) => {
-                let message = policy
-                    .and_then(|p| p.message.as_deref())
-                    .map(|m| match Template::parse(m).map(|t| t.render(&ctx)) {
+                let message = message
+                    .as_ref()
+                    .map(|(m, t)| match t.as_ref().map(|t| t.render(&ctx)) {
                         Ok(Ok(v)) => render_text(&v),
-                        _ => m.to_owned(),
+                        _ => (*m).to_owned(),
                     })
                     .unwrap_or_else(|| format!("policy {policy_id} failed at {id}"));
                 let level = if *failure_action == FailureAction::Warn {
@@ -1674,6 +1797,7 @@ impl<'a> Cx<'a> {
             PlanStepKind::Conditional {
                 branches,
                 else_step_count,
+                output_union,
                 ..
             } => {
                 let chosen = self.st.nodes[i].branch.unwrap_or(branches.len());
@@ -1688,6 +1812,11 @@ impl<'a> Cx<'a> {
                     Seq::Pending => {}
                     Seq::Done => {
                         let out = body.last().and_then(|&k| self.st.nodes[k].outputs.clone());
+                        let out = if *output_union {
+                            Some(union_outputs(def, &ranges, chosen, out))
+                        } else {
+                            out
+                        };
                         self.succeed(i, out);
                     }
                     Seq::Failed(k) => self.fail_from_child(i, k),
@@ -1734,11 +1863,13 @@ impl<'a> Cx<'a> {
             return;
         }
         let limit = limit.map_or(usize::MAX, |l| l as usize);
+        // Reaching a child changes no sibling, so the count of active children is kept as it
+        // goes rather than recounted for each child (which made a large map cubic).
+        let mut active = kids
+            .iter()
+            .filter(|&&c| self.st.nodes[c].reached && !self.st.nodes[c].finished())
+            .count();
         for &k in &kids {
-            let active = kids
-                .iter()
-                .filter(|&&c| self.st.nodes[c].reached && !self.st.nodes[c].finished())
-                .count();
             if active >= limit {
                 break;
             }
@@ -1747,6 +1878,9 @@ impl<'a> Cx<'a> {
                 if self.blocking(k) {
                     // Handle the failure on the next pass (the pump repeats).
                     return;
+                }
+                if !self.st.nodes[k].finished() {
+                    active += 1;
                 }
             }
         }
@@ -1842,7 +1976,7 @@ impl<'a> Cx<'a> {
         &mut self,
         i: usize,
         body_len: usize,
-        until: Option<&taskrunner_expr::Expression>,
+        until: Option<&Expression>,
         aggregation: Aggregation,
     ) {
         let kids = self.st.nodes[i].children.clone();
@@ -1870,7 +2004,8 @@ impl<'a> Cx<'a> {
                     self.st.nodes[i].cursor = cur + 1;
                     self.touch();
                     if let Some(until) = until {
-                        match until.evaluate(&self.context(Some(body[0]))) {
+                        match until.evaluate(&self.context_for(Some(body[0]), &Need::of(&[until])))
+                        {
                             Ok(v) if is_truthy(&v) => {
                                 for &r in &kids[to..] {
                                     self.skip_tree(r, "until-satisfied");
@@ -1924,6 +2059,58 @@ impl<'a> Cx<'a> {
             Aggregation::None => return None,
         })
     }
+}
+
+/// A conditional's outputs with `outputUnion: true` (SPEC §8 rule 11).
+///
+/// The keys a branch "can produce" are only partly known before it runs, so the engine uses
+/// this rule: the result holds
+/// - every key of the outputs the taken branch actually produced (its last step's outputs,
+///   values as produced), and
+/// - for every other branch (`else` included), the keys of its last step's `with` object when
+///   that step is a `run` with `uses: builtin:noop` (whose outputs are its `with`); literal and
+///   run-time members count alike, since the keys are known in the plan either way. A branch
+///   whose last step is anything else (another executor, a gate, a container) or which has no
+///   steps contributes no keys.
+///
+/// Keys only another branch could produce are `null`. The result is always an object (empty
+/// when no key is known), even when the taken branch produced nothing (its last step skipped,
+/// or a gate) or produced a non-object.
+fn union_outputs(
+    def: &PlanStep,
+    ranges: &[(usize, usize)],
+    chosen: usize,
+    taken: Option<Value>,
+) -> Value {
+    let mut out = match taken {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for (b, &(from, to)) in ranges.iter().enumerate() {
+        if b == chosen || to <= from {
+            continue;
+        }
+        let Some(last) = def.children.get(to - 1) else {
+            continue;
+        };
+        let PlanStepKind::Run { uses, with } = &last.kind else {
+            continue;
+        };
+        if uses != "builtin:noop" {
+            continue;
+        }
+        let keys: Vec<&String> = match with {
+            PlanValue::Literal(Value::Object(m)) => m.keys().collect(),
+            PlanValue::Object(m) => m.keys().collect(),
+            _ => Vec::new(),
+        };
+        for k in keys {
+            if !out.contains_key(k) {
+                out.insert(k.clone(), Value::Null);
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 /// Child index ranges of each branch, then `else`.
@@ -2030,6 +2217,120 @@ mod tests {
         assert_eq!(range(3, 0, -2, 10), vec![json!(3), json!(1)]);
         assert_eq!(range(0, 100, 1, 3).len(), 4);
         assert!(range(0, 3, 0, 10).is_empty());
+    }
+
+    fn need(src: &str) -> Need {
+        Need::of(&[&Expression::parse(src).unwrap()])
+    }
+
+    #[test]
+    fn needs() {
+        let ids = |v: &[&str]| Need::Ids(v.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(need("steps.a.outputs.x"), ids(&["a"]));
+        assert_eq!(
+            need("steps.\"a-b\".status == 'x' && steps.c"),
+            ids(&["a-b", "c"])
+        );
+        assert_eq!(need("steps | b.outputs"), ids(&["b"]));
+        assert_eq!(need("inputs.x"), ids(&[]));
+        assert_eq!(need("keys(steps)"), Need::All);
+        assert_eq!(need("steps.*.status"), Need::All);
+        assert_eq!(need("@"), Need::All);
+        assert_eq!(need("length(@)"), Need::All);
+    }
+
+    /// At every step of a run with nested iterations, each expression gives the same value
+    /// with the context limited to what it names as with the full context.
+    #[test]
+    fn limited_context_evaluates_like_the_full_one() {
+        let yaml = r#"apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: ctx, version: 1.0.0}
+spec:
+  steps:
+    - {id: gen, run: {uses: "builtin:noop", with: {items: [1, 2]}}}
+    - id: outer
+      loop:
+        items: {expression: steps.gen.outputs.items}
+        steps:
+          - {id: a, run: {uses: "builtin:noop", with: {v: "{{ item }}"}}}
+          - id: inner
+            map:
+              items: "[steps.a.outputs.v, `7`]"
+              step: {id: w, run: {uses: "builtin:noop", with: {got: "{{ steps.a.outputs.v }}", i: "{{ item }}"}}}
+          - {id: b, run: {uses: "builtin:noop", with: {w: "{{ steps.inner.outputs }}", a: "{{ steps.a }}"}}}
+    - {id: last, run: {uses: "builtin:noop", with: {o: "{{ steps.outer.outputs }}"}}}
+"#;
+        let plan = Arc::new(taskrunner_plan::plan_yaml(yaml, &Map::new()).unwrap());
+        let info = RunInfo {
+            run_id: "r".to_owned(),
+            tenant: "t".to_owned(),
+        };
+        let secrets = Secrets::new();
+        let mut run = Run::new(plan.clone(), info, Timestamp(0));
+        let exprs: Vec<Expression> = [
+            "steps.a.outputs.v",
+            "steps.w",
+            "steps.b.status",
+            "steps.gen.outputs.items[0]",
+            "steps.\"outer[1]::a\".outputs",
+            "steps.outer.status",
+            "[steps.a, steps.inner.outputs, item, index]",
+            "keys(steps)",
+            "steps.nope",
+        ]
+        .iter()
+        .map(|s| Expression::parse(s).unwrap())
+        .collect();
+        let mut queue = vec![Event::Started];
+        let mut checked = 0;
+        while let Some(event) = queue.pop() {
+            for cmd in run.apply(Timestamp(0), &event, &secrets) {
+                if let Command::StartAttempt {
+                    step_id,
+                    attempt,
+                    with,
+                    ..
+                } = cmd
+                {
+                    let outputs = match with {
+                        Value::Object(m) => m,
+                        _ => Map::new(),
+                    };
+                    queue.insert(
+                        0,
+                        Event::AttemptFinished {
+                            step_id,
+                            attempt,
+                            outcome: AttemptOutcome::Succeeded { outputs },
+                        },
+                    );
+                }
+            }
+            let mut state = run.state.clone();
+            let cx = Cx {
+                plan: &plan,
+                st: &mut state,
+                secrets: &secrets,
+                now: Timestamp(0),
+                cmds: Vec::new(),
+                touched: 0,
+            };
+            for at in dfs(cx.st).into_iter().map(Some).chain([None]) {
+                let full = cx.context(at);
+                for e in &exprs {
+                    let limited = cx.context_for(at, &Need::of(&[e]));
+                    assert_eq!(e.evaluate(&limited), e.evaluate(&full), "{e} at {at:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(run.status(), RunStatus::Succeeded);
+        assert_eq!(
+            run.step_outputs("outer[1]::b").unwrap()["w"],
+            json!([{"got": 2, "i": 2}, {"got": 2, "i": 7}])
+        );
+        assert!(checked > 500, "{checked}");
     }
 
     #[test]

@@ -633,3 +633,107 @@ fn object_and_file_outputs() {
     let t = snap("object_and_file_outputs", &mut s);
     assert!(t.contains("path escapes the workspace"));
 }
+
+const UNION: &str = r#"  steps:
+    - {id: test, run: {uses: "builtin:noop", with: {passed: false}}}
+    - id: decide
+      conditional:
+        outputUnion: UNION
+        branches:
+          - when: steps.test.outputs.passed
+            steps:
+              - {id: build, run: {uses: "builtin:noop"}}
+              - {id: release, run: {uses: "builtin:noop", with: {version: 1, url: "{{ steps.build.status }}"}}}
+          - when: "steps.test.outputs.missing"
+            steps: [{id: notify, run: {uses: "builtin:echo", with: {message: hi}}}]
+        else: [{id: rollback, run: {uses: "builtin:noop", with: {reason: failed, version: 0}}}]
+    - {id: after, run: {uses: "builtin:noop", with: {d: "{{ steps.decide.outputs }}"}}}
+"#;
+
+/// Rule 11 `outputUnion: true`: the taken branch's outputs plus the `with` keys of every other
+/// branch whose last step is a `builtin:noop` run, missing ones `null`; `builtin:echo` adds
+/// no key (its outputs are not known in the plan).
+#[test]
+fn conditional_output_union() {
+    let mut s = sim("cond-union", &UNION.replace("UNION", "true"));
+    let t = snap("conditional_output_union", &mut s);
+    assert_eq!(
+        s.run().step_outputs("decide"),
+        Some(&json!({"reason": "failed", "version": 0, "url": null}))
+    );
+    assert!(t.contains(r#"with={"d":{"reason":"failed","url":null,"version":0}}"#));
+}
+
+/// `outputUnion: false`: only the taken branch's outputs.
+#[test]
+fn conditional_output_union_off() {
+    let mut s = sim("cond-union-off", &UNION.replace("UNION", "false"));
+    snap("conditional_output_union_off", &mut s);
+    assert_eq!(
+        s.run().step_outputs("decide"),
+        Some(&json!({"reason": "failed", "version": 0}))
+    );
+}
+
+/// `outputUnion: true` when the taken branch's last step produced nothing (skipped): every
+/// known key is `null`.
+#[test]
+fn conditional_output_union_taken_branch_empty() {
+    let mut s = sim(
+        "cond-union-empty",
+        r#"  steps:
+    - {id: test, run: {uses: "builtin:noop", with: {passed: true}}}
+    - id: decide
+      conditional:
+        outputUnion: true
+        branches:
+          - when: steps.test.outputs.passed
+            steps: [{id: maybe, when: "steps.test.outputs.never", run: {uses: "builtin:noop", with: {a: 1}}}]
+        else: [{id: other, run: {uses: "builtin:noop", with: {b: "{{ steps.test.outputs.passed }}"}}}]
+"#,
+    );
+    s.finish().unwrap();
+    assert_eq!(s.run().step_outputs("decide"), Some(&json!({"b": null})));
+}
+
+/// Run-time expressions get a context holding only the steps they name (for cost); inside an
+/// iteration a sibling body step's id must still mean this iteration's instance (rule 10),
+/// whether the loop was expanded while planning or at run time, and a whole-`steps` read
+/// still sees every step.
+#[test]
+fn sibling_reference_resolves_to_same_iteration() {
+    let mut s = sim(
+        "siblings",
+        r#"  steps:
+    - {id: gen, run: {uses: "builtin:noop", with: {items: [10, 20, 30]}}}
+    - id: planned
+      loop:
+        items: {static: [1, 2, 3]}
+        steps:
+          - {id: pa, run: {uses: "builtin:noop", with: {v: "{{ item }}"}}}
+          - {id: pb, run: {uses: "builtin:noop", with: {got: "{{ steps.pa.outputs.v }}", it: "{{ item }}", gen: "{{ steps.gen.status }}"}}}
+    - id: runtime
+      loop:
+        items: {expression: steps.gen.outputs.items}
+        steps:
+          - {id: ra, run: {uses: "builtin:noop", with: {v: "{{ item }}"}}}
+          - {id: rb, run: {uses: "builtin:noop", with: {got: "{{ steps.ra.outputs.v }}", it: "{{ item }}", n: "{{ length(keys(steps)) }}"}}}
+"#,
+    );
+    s.finish().unwrap();
+    let out = |id: &str| s.run().step_outputs(id).cloned().unwrap();
+    for (i, v) in [1, 2, 3].into_iter().enumerate() {
+        let b = out(&format!("planned[{i}]::pb"));
+        assert_eq!(b["got"], json!(v), "planned iteration {i}");
+        assert_eq!(b["it"], json!(v));
+        assert_eq!(b["gen"], json!("Succeeded"));
+    }
+    for (i, v) in [10, 20, 30].into_iter().enumerate() {
+        let b = out(&format!("runtime[{i}]::rb"));
+        assert_eq!(b["got"], json!(v), "runtime iteration {i}");
+        assert_eq!(b["it"], json!(v));
+    }
+    // keys(steps) sees every attached step plus the iteration's template ids (ra, rb):
+    // gen, planned, 6 planned children, runtime, 6 runtime children, ra, rb.
+    assert_eq!(out("runtime[0]::rb")["n"], json!(17));
+}

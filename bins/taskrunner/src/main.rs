@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest};
 use taskrunner_plan::{Plan, PlanError};
 
+mod config;
 mod run;
 
 #[derive(Debug, Parser)]
@@ -89,11 +90,17 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct LocalArgs {
-    /// Where runs are stored (SQLite database, workspaces, artifacts).
-    #[arg(long, value_name = "DIR", default_value = "./taskrunner-data")]
-    data_dir: PathBuf,
-    /// A directory of secret files (the file named like the secret holds its value);
-    /// `TASKRUNNER_SECRET_<NAME>` environment variables are used too.
+    /// A TOML configuration file (see docs/CONFIG.md); flags and `TASKRUNNER_*` environment
+    /// variables override its keys.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where runs are stored (SQLite database, workspaces, artifacts)
+    /// [env: TASKRUNNER_DATA_DIR] [default: ./taskrunner-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A directory of secret files (the file named like the secret holds its value)
+    /// [env: TASKRUNNER_SECRETS_DIR]; `TASKRUNNER_SECRET_<NAME>` environment variables are
+    /// used too.
     #[arg(long, value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
     /// `text` (human, default) or `ndjson` (exactly the log entries GET …/logs returns).
@@ -216,7 +223,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             };
             let inputs = collect_inputs(&manifest, &inputs)?;
-            let (output, local) = split_local(local);
+            let (output, local) = split_local(local)?;
             let ending = block_on(run::run(
                 local,
                 &pack,
@@ -234,7 +241,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             reject,
             local,
         } => {
-            let (output, local) = split_local(local);
+            let (output, local) = split_local(local)?;
             let ending = block_on(run::resume(local, &run_id, approve, reject, output))?;
             exit_with(ending.code())
         }
@@ -259,16 +266,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn split_local(args: LocalArgs) -> (run::Output, run::Local) {
-    (
+/// The output settings and the effective configuration (flags > environment > file > defaults).
+fn split_local(args: LocalArgs) -> Result<(run::Output, run::Local)> {
+    let settings = config::load(config::Flags {
+        config: args.config,
+        data_dir: args.data_dir,
+        secrets_dir: args.secrets_dir,
+    })?;
+    let launcher = settings.launcher();
+    Ok((
         run::Output {
             ndjson: matches!(args.format, RunFormat::Ndjson),
         },
         run::Local {
-            data_dir: args.data_dir,
-            secrets_dir: args.secrets_dir,
+            registry: settings.registry(&launcher)?,
+            launcher,
+            data_dir: settings.data_dir,
+            secrets_dir: settings.secrets_dir,
+            tenant: settings.default_tenant,
         },
-    )
+    ))
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T, Failure> {

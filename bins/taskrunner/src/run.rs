@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 use taskrunner_engine::{Decision, RunStatus, RunView, Timestamp};
-use taskrunner_exec::ExecutorRegistry;
+use taskrunner_exec::{ExecutorRegistry, Launcher};
 use taskrunner_runtime::{
     ChainedSecrets, CreateRun, DecisionRequest, DirSecrets, EnvSecrets, Runtime, RuntimeConfig,
     RuntimeError, Stores, SystemClock,
@@ -17,8 +17,6 @@ use taskrunner_runtime::{
 use taskrunner_store::LogRecord;
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
 
-/// The tenant of local runs.
-pub(crate) const LOCAL_TENANT: &str = "default";
 /// The actor of decisions given on the command line.
 const CLI_ACTOR: &str = "cli";
 
@@ -48,9 +46,16 @@ pub(crate) struct Output {
     pub(crate) ndjson: bool,
 }
 
+/// The effective configuration of a local run (see `config.rs`).
 pub(crate) struct Local {
     pub(crate) data_dir: PathBuf,
     pub(crate) secrets_dir: Option<PathBuf>,
+    /// The tenant runs are created in and looked up under (`default_tenant`).
+    pub(crate) tenant: String,
+    /// The built-ins plus the host-configured executors.
+    pub(crate) registry: ExecutorRegistry,
+    /// The launcher they share (records live process groups under the data directory).
+    pub(crate) launcher: Arc<Launcher>,
 }
 
 async fn start(local: &Local) -> Result<Runtime> {
@@ -67,9 +72,14 @@ async fn start(local: &Local) -> Result<Runtime> {
         secrets = secrets.push(DirSecrets::new(dir));
     }
     secrets = secrets.push(EnvSecrets);
+    // Rule 17: whatever attempts of a killed process left running dies before they are retried.
+    let reaped = local.launcher.reap_leftovers();
+    if reaped > 0 {
+        eprintln!("stopped {reaped} leftover process(es) of interrupted attempts");
+    }
     Runtime::start(
         Stores::from_one(Arc::new(store)),
-        ExecutorRegistry::with_builtins(),
+        local.registry.clone(),
         Arc::new(SystemClock),
         Arc::new(secrets),
         RuntimeConfig::new(local.data_dir.join("workspaces")),
@@ -90,7 +100,7 @@ pub(crate) async fn run(
 ) -> Result<Ending> {
     let rt = start(&local).await?;
     let request = CreateRun {
-        tenant: LOCAL_TENANT.into(),
+        tenant: local.tenant.clone(),
         run_id,
         manifest,
         inputs,
@@ -109,9 +119,9 @@ pub(crate) async fn run(
     };
     eprintln!("run {} created (plan {})", view.run_id, view.plan_hash);
     for approval in &approve {
-        decide(&rt, &view, approval, Decision::Approved).await?;
+        decide(&rt, &local.tenant, &view, approval, Decision::Approved).await?;
     }
-    follow(&rt, &view.run_id, output).await
+    follow(&rt, &local.tenant, &view.run_id, output).await
 }
 
 /// Decides gates of an existing run and follows it.
@@ -123,29 +133,36 @@ pub(crate) async fn resume(
     output: Output,
 ) -> Result<Ending> {
     let rt = start(&local).await?;
-    let Some(view) = rt.get_run(LOCAL_TENANT, run_id).await? else {
-        anyhow::bail!("no run {run_id} in {}", local.data_dir.display());
+    let tenant = local.tenant.as_str();
+    let Some(view) = rt.get_run(tenant, run_id).await? else {
+        anyhow::bail!(
+            "no run {run_id} of tenant {tenant} in {}",
+            local.data_dir.display()
+        );
     };
     for approval in &approve {
-        decide(&rt, &view, approval, Decision::Approved).await?;
+        decide(&rt, tenant, &view, approval, Decision::Approved).await?;
     }
     for approval in &reject {
-        decide(&rt, &view, approval, Decision::Rejected).await?;
+        decide(&rt, tenant, &view, approval, Decision::Rejected).await?;
     }
-    follow(&rt, run_id, output).await
+    follow(&rt, tenant, run_id, output).await
 }
 
-async fn decide(rt: &Runtime, view: &RunView, approval: &str, decision: Decision) -> Result<()> {
+async fn decide(
+    rt: &Runtime,
+    tenant: &str,
+    view: &RunView,
+    approval: &str,
+    decision: Decision,
+) -> Result<()> {
     let request = DecisionRequest {
         decision,
         plan_hash: view.plan_hash.clone(),
         actor: CLI_ACTOR.into(),
         summary: Some("given on the command line".into()),
     };
-    match rt
-        .decide(LOCAL_TENANT, &view.run_id, approval, request)
-        .await
-    {
+    match rt.decide(tenant, &view.run_id, approval, request).await {
         Ok(outcome) => {
             eprintln!(
                 "{approval}: {}{}",
@@ -164,10 +181,10 @@ async fn decide(rt: &Runtime, view: &RunView, approval: &str, decision: Decision
 
 /// Prints the run's log as it grows until the run is terminal or parked at a gate. Ctrl-C
 /// cancels the run gracefully.
-async fn follow(rt: &Runtime, run_id: &str, output: Output) -> Result<Ending> {
-    let mut printer = Printer::new(output);
-    let mut live = rt.subscribe_logs(LOCAL_TENANT, run_id);
-    let mut watch = rt.watch(LOCAL_TENANT, run_id);
+async fn follow(rt: &Runtime, tenant: &str, run_id: &str, output: Output) -> Result<Ending> {
+    let mut printer = Printer::new(output, tenant);
+    let mut live = rt.subscribe_logs(tenant, run_id);
+    let mut watch = rt.watch(tenant, run_id);
     let mut after = 0;
     let mut cancelling = false;
     loop {
@@ -193,11 +210,11 @@ async fn follow(rt: &Runtime, run_id: &str, output: Output) -> Result<Ending> {
             _ = tokio::signal::ctrl_c(), if !cancelling => {
                 cancelling = true;
                 eprintln!("cancelling run {run_id}…");
-                rt.cancel(LOCAL_TENANT, run_id, Some(CLI_ACTOR.into())).await?;
+                rt.cancel(tenant, run_id, Some(CLI_ACTOR.into())).await?;
             }
         }
     }
-    let view = rt.wait_settled(LOCAL_TENANT, run_id).await?;
+    let view = rt.wait_settled(tenant, run_id).await?;
     printer.print_new(rt, run_id, after).await?;
     let ending = match view.status {
         RunStatus::Succeeded => Ending::Succeeded,
@@ -233,13 +250,15 @@ async fn follow(rt: &Runtime, run_id: &str, output: Output) -> Result<Ending> {
 
 struct Printer {
     output: Output,
+    tenant: String,
     tty: bool,
 }
 
 impl Printer {
-    fn new(output: Output) -> Printer {
+    fn new(output: Output, tenant: &str) -> Printer {
         Printer {
             output,
+            tenant: tenant.to_owned(),
             tty: std::io::stdout().is_terminal(),
         }
     }
@@ -247,7 +266,7 @@ impl Printer {
     /// Prints entries after `after` from the store; returns the last sequence printed.
     async fn print_new(&mut self, rt: &Runtime, run_id: &str, mut after: u64) -> Result<u64> {
         loop {
-            let batch = rt.logs(LOCAL_TENANT, run_id, after, 1000).await?;
+            let batch = rt.logs(&self.tenant, run_id, after, 1000).await?;
             if batch.is_empty() {
                 return Ok(after);
             }

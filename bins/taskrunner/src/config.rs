@@ -1,0 +1,517 @@
+//! `--config FILE` (rule 28): the TOML configuration shared by `run`, `resume` and (later)
+//! `serve`, merged with `TASKRUNNER_*` environment variables and command-line flags.
+//!
+//! Precedence, per key: command-line flag > environment variable > config file > default.
+//! Every key is optional; unknown keys are errors. Errors read `FILE: line L, column C: message`.
+//! Relative paths in the file are relative to the file's directory; relative paths given by a
+//! flag or an environment variable are relative to the current directory.
+//!
+//! `TASKRUNNER_SECRET_<NAME>` variables are secret values (read by the runtime's secret
+//! provider), not settings; no setting's variable starts with `TASKRUNNER_SECRET_`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+use serde::Deserialize;
+use taskrunner_exec::{CommandExecutor, ExecutorRegistry, Launcher, LauncherConfig};
+use toml::Spanned;
+
+/// Default of `data_dir`.
+pub(crate) const DATA_DIR_DEFAULT: &str = "./taskrunner-data";
+/// Default of `default_tenant`.
+pub(crate) const TENANT_DEFAULT: &str = "default";
+/// Default of `server.listen`.
+pub(crate) const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+
+/// Environment variables of the settings.
+pub(crate) const ENV_DATA_DIR: &str = "TASKRUNNER_DATA_DIR";
+pub(crate) const ENV_SECRETS_DIR: &str = "TASKRUNNER_SECRETS_DIR";
+pub(crate) const ENV_DEFAULT_TENANT: &str = "TASKRUNNER_DEFAULT_TENANT";
+pub(crate) const ENV_LISTEN: &str = "TASKRUNNER_LISTEN";
+pub(crate) const ENV_AUTH: &str = "TASKRUNNER_AUTH";
+
+/// Executor names a config file may not take: the in-process and shell built-ins (SPEC §7).
+const RESERVED_EXECUTORS: [&str; 5] = [
+    "builtin:noop",
+    "builtin:echo",
+    "builtin:sleep",
+    "builtin:shell",
+    "builtin:http",
+];
+/// Longest `uses` value a pack may name (the manifest's limit).
+const USES_BYTES_MAX: usize = 256;
+
+/// The file as written: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data_dir: Option<PathBuf>,
+    secrets_dir: Option<PathBuf>,
+    default_tenant: Option<Spanned<String>>,
+    #[serde(default)]
+    executors: BTreeMap<Spanned<String>, ExecutorFile>,
+    #[serde(default)]
+    server: ServerFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecutorFile {
+    command: Spanned<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    listen: Option<SocketAddr>,
+    auth: Option<AuthMode>,
+}
+
+/// How the server authenticates callers (rule 25). Only `none` exists so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AuthMode {
+    /// Every caller holds every scope; loopback listeners only.
+    #[default]
+    None,
+}
+
+impl AuthMode {
+    fn parse(text: &str) -> Option<AuthMode> {
+        match text {
+            "none" => Some(AuthMode::None),
+            _ => None,
+        }
+    }
+}
+
+/// Settings given on the command line (`None`: not given).
+#[derive(Debug, Default)]
+pub(crate) struct Flags {
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) secrets_dir: Option<PathBuf>,
+}
+
+/// The effective settings.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) secrets_dir: Option<PathBuf>,
+    pub(crate) default_tenant: String,
+    /// Host-configured command executors by `uses` name: their argv templates, checked.
+    pub(crate) executors: BTreeMap<String, Vec<String>>,
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by `serve`, the next issue")
+    )]
+    pub(crate) server: ServerSettings,
+}
+
+/// `[server]`: parsed and merged now, used by `serve`.
+#[derive(Debug)]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "read by `serve`, the next issue")
+)]
+pub(crate) struct ServerSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) auth: AuthMode,
+}
+
+impl Settings {
+    /// The built-in executors plus the host-configured ones, all starting processes through
+    /// `launcher`.
+    pub(crate) fn registry(&self, launcher: &Arc<Launcher>) -> Result<ExecutorRegistry> {
+        let mut registry = ExecutorRegistry::with_builtins_using(launcher.clone());
+        for (name, argv) in &self.executors {
+            let executor = CommandExecutor::with_launcher(argv.clone(), launcher.clone())
+                .map_err(|e| anyhow::anyhow!("executor {name:?}: {e}"))?;
+            registry.register(name.clone(), Arc::new(executor));
+        }
+        Ok(registry)
+    }
+
+    /// The process launcher of local runs: live process groups are recorded under the data
+    /// directory so that a crashed run's leftovers can be killed at the next start.
+    pub(crate) fn launcher(&self) -> Arc<Launcher> {
+        Arc::new(Launcher::new(LauncherConfig {
+            group_ledger: Some(self.data_dir.join("process-groups")),
+            ..LauncherConfig::default()
+        }))
+    }
+}
+
+/// Reads the config file named by `flags` (if any) and merges it with the process environment
+/// and the flags.
+pub(crate) fn load(flags: Flags) -> Result<Settings> {
+    resolve(flags, |name| std::env::var_os(name))
+}
+
+/// [`load`] with an explicit environment (tests).
+pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> Result<Settings> {
+    // An empty variable counts as unset.
+    let env = |name: &str| env(name).filter(|v| !v.is_empty());
+    let env_text = |name: &str| -> Result<Option<String>> {
+        env(name)
+            .map(|v| {
+                v.into_string()
+                    .map_err(|_| anyhow!("{name}: the value is not UTF-8 text"))
+            })
+            .transpose()
+    };
+
+    let (file, text, base) = match &flags.config {
+        Some(path) => {
+            let (file, text) = read_file(path)?;
+            (file, text, path.parent().map(Path::to_path_buf))
+        }
+        None => (ConfigFile::default(), String::new(), None),
+    };
+    // Spans only come from a file's text, so `flags.config` is set whenever this is called.
+    let at = |span: std::ops::Range<usize>, message: String| -> anyhow::Error {
+        let path = flags.config.as_deref().unwrap_or(Path::new("<config>"));
+        anyhow!(
+            "{}: {}",
+            path.display(),
+            with_position(&text, span, &message)
+        )
+    };
+    let in_file = |p: PathBuf| match &base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    };
+
+    let data_dir = flags
+        .data_dir
+        .or_else(|| env(ENV_DATA_DIR).map(PathBuf::from))
+        .or_else(|| file.data_dir.map(in_file))
+        .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+    let secrets_dir = flags
+        .secrets_dir
+        .or_else(|| env(ENV_SECRETS_DIR).map(PathBuf::from))
+        .or_else(|| file.secrets_dir.map(in_file));
+
+    let default_tenant = match env_text(ENV_DEFAULT_TENANT)? {
+        Some(t) => {
+            check_tenant(&t).map_err(|m| anyhow!("{ENV_DEFAULT_TENANT}: {m}"))?;
+            t
+        }
+        None => match file.default_tenant {
+            Some(t) => {
+                check_tenant(t.get_ref()).map_err(|m| at(t.span(), m))?;
+                t.into_inner()
+            }
+            None => TENANT_DEFAULT.to_owned(),
+        },
+    };
+
+    let listen = match env_text(ENV_LISTEN)? {
+        Some(text) => text.parse::<SocketAddr>().map_err(|e| {
+            anyhow!("{ENV_LISTEN}: {e}: {text:?}, expected an address such as {LISTEN_DEFAULT}")
+        })?,
+        None => match file.server.listen {
+            Some(addr) => addr,
+            None => LISTEN_DEFAULT
+                .parse()
+                .map_err(|e| anyhow!("default listen address: {e}"))?,
+        },
+    };
+    let auth = match env_text(ENV_AUTH)? {
+        Some(text) => AuthMode::parse(&text)
+            .ok_or_else(|| anyhow!("{ENV_AUTH}: unknown auth mode {text:?}, expected `none`"))?,
+        None => file.server.auth.unwrap_or_default(),
+    };
+
+    let mut executors = BTreeMap::new();
+    for (name, entry) in file.executors {
+        let span = name.span();
+        let name = name.into_inner();
+        check_executor_name(&name).map_err(|m| at(span.clone(), m))?;
+        let command_span = entry.command.span();
+        let argv = entry.command.into_inner();
+        CommandExecutor::new(argv.clone())
+            .map_err(|e| at(command_span, format!("executor {name:?}: {e}")))?;
+        executors.insert(name, argv);
+    }
+
+    Ok(Settings {
+        data_dir,
+        secrets_dir,
+        default_tenant,
+        executors,
+        server: ServerSettings { listen, auth },
+    })
+}
+
+fn read_file(path: &Path) -> Result<(ConfigFile, String)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))?;
+    let file = toml::from_str(&text).map_err(|e| {
+        let message = e.message().trim_end().to_owned();
+        match e.span() {
+            Some(span) => anyhow!(
+                "{}: {}",
+                path.display(),
+                with_position(&text, span, &message)
+            ),
+            None => anyhow!("{}: {message}", path.display()),
+        }
+    })?;
+    Ok((file, text))
+}
+
+/// `line L, column C: message` for the start of `span` (1-based; columns count characters).
+fn with_position(text: &str, span: std::ops::Range<usize>, message: &str) -> String {
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
+/// Rule 26: `^[a-z0-9][a-z0-9._-]{0,62}$`.
+fn check_tenant(tenant: &str) -> Result<(), String> {
+    let mut chars = tenant.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && tenant.len() <= 63;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "default_tenant {tenant:?} does not match ^[a-z0-9][a-z0-9._-]{{0,62}}$"
+        ))
+    }
+}
+
+/// A name a pack can put in `uses` (`builtin:<name>` or a host executor name), and not a
+/// built-in's.
+fn check_executor_name(name: &str) -> Result<(), String> {
+    if RESERVED_EXECUTORS.contains(&name) {
+        return Err(format!(
+            "executor {name:?} is built in and cannot be replaced by a host command"
+        ));
+    }
+    let name_ok = |s: &str, extra: &[char]| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && chars.all(|c| {
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, '.' | '_' | '-')
+                    || extra.contains(&c)
+            })
+    };
+    let valid = name.len() <= USES_BYTES_MAX
+        && match name.strip_prefix("builtin:") {
+            Some(rest) => name_ok(rest, &[]),
+            None => name_ok(name, &['/', ':']),
+        };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "executor name {name:?} is not a valid `uses` value, expected builtin:<name> with name ^[a-z0-9][a-z0-9._-]*$ (or a host executor name ^[a-z0-9][a-z0-9._/:-]*$)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+
+    fn file(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("taskrunner-config-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn defaults_without_file_or_environment() {
+        let s = resolve(Flags::default(), env_of(&[])).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+        assert_eq!(s.secrets_dir, None);
+        assert_eq!(s.default_tenant, "default");
+        assert!(s.executors.is_empty());
+        assert_eq!(s.server.listen.to_string(), LISTEN_DEFAULT);
+        assert_eq!(s.server.auth, AuthMode::None);
+        assert!(s.registry(&s.launcher()).unwrap().contains("builtin:shell"));
+    }
+
+    #[test]
+    fn flag_beats_environment_beats_file() {
+        let path = file(
+            "all.toml",
+            "data_dir = \"/file/data\"\nsecrets_dir = \"secrets\"\ndefault_tenant = \"acme\"\n[server]\nlisten = \"127.0.0.1:9000\"\nauth = \"none\"\n",
+        );
+        let flags = |data_dir: Option<&str>| Flags {
+            config: Some(path.clone()),
+            data_dir: data_dir.map(PathBuf::from),
+            secrets_dir: None,
+        };
+        let from_file = resolve(flags(None), env_of(&[])).unwrap();
+        assert_eq!(from_file.data_dir, PathBuf::from("/file/data"));
+        // Relative paths in the file are relative to the file's directory.
+        assert_eq!(
+            from_file.secrets_dir,
+            Some(path.parent().unwrap().join("secrets"))
+        );
+        assert_eq!(from_file.default_tenant, "acme");
+        assert_eq!(from_file.server.listen.to_string(), "127.0.0.1:9000");
+
+        let env = env_of(&[
+            ("TASKRUNNER_DATA_DIR", "/env/data"),
+            ("TASKRUNNER_SECRETS_DIR", "env-secrets"),
+            ("TASKRUNNER_DEFAULT_TENANT", "team-b"),
+            ("TASKRUNNER_LISTEN", "[::1]:7000"),
+            ("TASKRUNNER_AUTH", "none"),
+            ("TASKRUNNER_SECRET_DATA_DIR", "/not/a/setting"),
+        ]);
+        let from_env = resolve(flags(None), &env).unwrap();
+        assert_eq!(from_env.data_dir, PathBuf::from("/env/data"));
+        assert_eq!(from_env.secrets_dir, Some(PathBuf::from("env-secrets")));
+        assert_eq!(from_env.default_tenant, "team-b");
+        assert_eq!(from_env.server.listen.to_string(), "[::1]:7000");
+
+        let from_flag = resolve(flags(Some("/flag/data")), &env).unwrap();
+        assert_eq!(from_flag.data_dir, PathBuf::from("/flag/data"));
+
+        // An empty variable counts as unset.
+        let empty = resolve(flags(None), env_of(&[("TASKRUNNER_DATA_DIR", "")])).unwrap();
+        assert_eq!(empty.data_dir, PathBuf::from("/file/data"));
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = |flags: Flags, env: &'static [(&'static str, &'static str)]| {
+            format!("{:#}", resolve(flags, env_of(env)).unwrap_err())
+        };
+        let e = err(Flags::default(), &[("TASKRUNNER_LISTEN", "localhost")]);
+        assert!(e.starts_with("TASKRUNNER_LISTEN: "), "{e}");
+        let e = err(Flags::default(), &[("TASKRUNNER_AUTH", "jwt")]);
+        assert!(e.starts_with("TASKRUNNER_AUTH: "), "{e}");
+
+        let path = file("tenant.toml", "\ndefault_tenant = \"Acme\"\n");
+        let e = err(
+            Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            },
+            &[],
+        );
+        assert_eq!(
+            e,
+            format!(
+                "{}: line 2, column 18: default_tenant \"Acme\" does not match ^[a-z0-9][a-z0-9._-]{{0,62}}$",
+                path.display()
+            )
+        );
+
+        for (name, text, needle) in [
+            (
+                "listen.toml",
+                "[server]\nlisten = \"nowhere\"\n",
+                "line 2, column 10",
+            ),
+            (
+                "auth.toml",
+                "[server]\nauth = \"jwt\"\n",
+                "line 2, column 8",
+            ),
+            (
+                "empty-argv.toml",
+                "[executors.\"builtin:x\"]\ncommand = []\n",
+                "line 2, column 11: executor \"builtin:x\": invalid executor definition",
+            ),
+            (
+                "template-argv0.toml",
+                "[executors.\"builtin:x\"]\ncommand = [\"{{ with.p }}\"]\n",
+                "line 2, column 11",
+            ),
+            (
+                "bad-name.toml",
+                "[executors.\"builtin:Bad\"]\ncommand = [\"/bin/true\"]\n",
+                "line 1, column 12: executor name \"builtin:Bad\"",
+            ),
+            (
+                "http.toml",
+                "[executors.\"builtin:http\"]\ncommand = [\"/bin/true\"]\n",
+                "is built in",
+            ),
+            (
+                "no-command.toml",
+                "[executors.\"builtin:x\"]\nargv = [\"/bin/true\"]\n",
+                "line 2, column 1: unknown field `argv`",
+            ),
+            ("syntax.toml", "data_dir = \n", "line 1"),
+        ] {
+            let path = file(name, text);
+            let e = err(
+                Flags {
+                    config: Some(path),
+                    ..Flags::default()
+                },
+                &[],
+            );
+            assert!(e.contains(needle), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn host_executors_join_the_builtins() {
+        let path = file(
+            "exec.toml",
+            "[executors.\"builtin:greet\"]\ncommand = [\"/bin/echo\", \"hello {{ with.name }}\"]\n[executors.\"acme/scan\"]\ncommand = [\"scanner\"]\n",
+        );
+        let s = resolve(
+            Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+            env_of(&[]),
+        )
+        .unwrap();
+        let registry = s.registry(&s.launcher()).unwrap();
+        for name in [
+            "builtin:greet",
+            "acme/scan",
+            "builtin:noop",
+            "builtin:shell",
+        ] {
+            assert!(registry.contains(name), "{name}");
+        }
+        let argv: Vec<&str> = s.executors["builtin:greet"].iter().map(String::as_str).collect();
+        assert_eq!(argv, ["/bin/echo", "hello {{ with.name }}"]);
+    }
+
+    #[test]
+    fn positions_count_characters() {
+        assert_eq!(with_position("ab\ncé=1", 7..8, "m"), "line 2, column 4: m");
+        assert_eq!(with_position("x", 0..1, "m"), "line 1, column 1: m");
+    }
+}

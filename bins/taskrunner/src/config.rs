@@ -505,7 +505,10 @@ mod tests {
         ] {
             assert!(registry.contains(name), "{name}");
         }
-        let argv: Vec<&str> = s.executors["builtin:greet"].iter().map(String::as_str).collect();
+        let argv: Vec<&str> = s.executors["builtin:greet"]
+            .iter()
+            .map(String::as_str)
+            .collect();
         assert_eq!(argv, ["/bin/echo", "hello {{ with.name }}"]);
     }
 

@@ -106,6 +106,10 @@ struct LocalArgs {
     /// `text` (human, default) or `ndjson` (exactly the log entries GET …/logs returns).
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     format: RunFormat,
+    /// Who gives the decisions of `--approve`/`--reject` and Ctrl-C (SPEC rule 25: the caller
+    /// holds every grant; distinct actors count separately towards `requiredApprovals`).
+    #[arg(long, value_name = "NAME", default_value = "anonymous")]
+    actor: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -277,6 +281,7 @@ fn split_local(args: LocalArgs) -> Result<(run::Output, run::Local)> {
     Ok((
         run::Output {
             ndjson: matches!(args.format, RunFormat::Ndjson),
+            actor: args.actor,
         },
         run::Local {
             registry: settings.registry(&launcher)?,

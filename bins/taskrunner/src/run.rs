@@ -17,9 +17,6 @@ use taskrunner_runtime::{
 use taskrunner_store::LogRecord;
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
 
-/// The actor of decisions given on the command line.
-const CLI_ACTOR: &str = "cli";
-
 /// How a local run ended, as an exit code.
 pub(crate) enum Ending {
     Succeeded,
@@ -44,6 +41,8 @@ impl Ending {
 /// Output settings shared by `run` and `resume`.
 pub(crate) struct Output {
     pub(crate) ndjson: bool,
+    /// The actor of decisions and cancellation given on the command line.
+    pub(crate) actor: String,
 }
 
 /// The effective configuration of a local run (see `config.rs`).
@@ -98,6 +97,22 @@ pub(crate) async fn run(
     approve: Vec<String>,
     output: Output,
 ) -> Result<Ending> {
+    // Approval ids given up front must exist, before anything is created.
+    if let Ok(parsed) = taskrunner_manifest::parse(&manifest) {
+        let unknown: Vec<&String> = approve
+            .iter()
+            .filter(|a| parsed.approval(a).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            for a in unknown {
+                eprintln!(
+                    "{}: --approve {a}: no approval '{a}' in spec.approvals",
+                    file.display()
+                );
+            }
+            return Ok(Ending::Invalid);
+        }
+    }
     let rt = start(&local).await?;
     let request = CreateRun {
         tenant: local.tenant.clone(),
@@ -119,7 +134,15 @@ pub(crate) async fn run(
     };
     eprintln!("run {} created (plan {})", view.run_id, view.plan_hash);
     for approval in &approve {
-        decide(&rt, &local.tenant, &view, approval, Decision::Approved).await?;
+        decide(
+            &rt,
+            &local.tenant,
+            &view,
+            approval,
+            Decision::Approved,
+            &output.actor,
+        )
+        .await?;
     }
     follow(&rt, &local.tenant, &view.run_id, output).await
 }
@@ -141,10 +164,26 @@ pub(crate) async fn resume(
         );
     };
     for approval in &approve {
-        decide(&rt, tenant, &view, approval, Decision::Approved).await?;
+        decide(
+            &rt,
+            tenant,
+            &view,
+            approval,
+            Decision::Approved,
+            &output.actor,
+        )
+        .await?;
     }
     for approval in &reject {
-        decide(&rt, tenant, &view, approval, Decision::Rejected).await?;
+        decide(
+            &rt,
+            tenant,
+            &view,
+            approval,
+            Decision::Rejected,
+            &output.actor,
+        )
+        .await?;
     }
     follow(&rt, tenant, run_id, output).await
 }
@@ -155,11 +194,12 @@ async fn decide(
     view: &RunView,
     approval: &str,
     decision: Decision,
+    actor: &str,
 ) -> Result<()> {
     let request = DecisionRequest {
         decision,
         plan_hash: view.plan_hash.clone(),
-        actor: CLI_ACTOR.into(),
+        actor: actor.to_owned(),
         summary: Some("given on the command line".into()),
     };
     match rt.decide(tenant, &view.run_id, approval, request).await {
@@ -182,6 +222,7 @@ async fn decide(
 /// Prints the run's log as it grows until the run is terminal or parked at a gate. Ctrl-C
 /// cancels the run gracefully.
 async fn follow(rt: &Runtime, tenant: &str, run_id: &str, output: Output) -> Result<Ending> {
+    let actor = output.actor.clone();
     let mut printer = Printer::new(output, tenant);
     let mut live = rt.subscribe_logs(tenant, run_id);
     let mut watch = rt.watch(tenant, run_id);
@@ -210,7 +251,7 @@ async fn follow(rt: &Runtime, tenant: &str, run_id: &str, output: Output) -> Res
             _ = tokio::signal::ctrl_c(), if !cancelling => {
                 cancelling = true;
                 eprintln!("cancelling run {run_id}…");
-                rt.cancel(tenant, run_id, Some(CLI_ACTOR.into())).await?;
+                rt.cancel(tenant, run_id, Some(actor.clone())).await?;
             }
         }
     }
@@ -290,6 +331,22 @@ impl Printer {
         let time = Timestamp(record.timestamp_ms).to_rfc3339();
         let clock = time.get(11..19).unwrap_or(&time);
         let step = record.step_id.as_deref().unwrap_or("");
+        // A step must not drive the terminal: control characters are shown escaped.
+        let message: String = record
+            .message
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        let record = LogRecord {
+            message,
+            ..record.clone()
+        };
         match record.event_type.as_str() {
             "step.output" => format!("{clock}   {step} | {}", record.message),
             _ if self.tty => format!(

@@ -235,3 +235,79 @@ fn binary_input_is_an_error_not_a_panic() {
     let plan: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(plan["inputs"]["target"], "yes");
 }
+
+#[test]
+fn run_resume_with_actors_and_gates() {
+    let dir = std::env::temp_dir().join(format!("taskrunner-cli-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let pack = temp_file(
+        "two.yaml",
+        "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: two, version: 1.0.0}\nspec:\n  approvals: [{id: both, requiredApprovals: 2}]\n  steps:\n    - {id: g, gate: {approval: {id: both}}}\n    - {id: s, run: {uses: builtin:shell, with: {script: \"printf 'a\\\\033[31mb\\\\n'\"}}}\n",
+    );
+    let pack = pack.to_str().unwrap();
+    // An unknown approval id is refused before anything is created.
+    let bad = run(&[
+        "run",
+        pack,
+        "--run-id",
+        "g1",
+        "--data-dir",
+        data,
+        "--approve",
+        "nope",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("no approval 'nope'"),
+        "{}",
+        stderr(&bad)
+    );
+    // Two distinct actors pass a gate that needs two approvals.
+    let first = run(&[
+        "run",
+        pack,
+        "--run-id",
+        "g1",
+        "--data-dir",
+        data,
+        "--approve",
+        "both",
+        "--actor",
+        "alice",
+    ]);
+    assert_eq!(first.status.code(), Some(5), "{}", stderr(&first));
+    let again = run(&[
+        "resume",
+        "g1",
+        "--data-dir",
+        data,
+        "--approve",
+        "both",
+        "--actor",
+        "alice",
+    ]);
+    assert_eq!(
+        again.status.code(),
+        Some(5),
+        "the same actor counts once: {}",
+        stderr(&again)
+    );
+    let second = run(&[
+        "resume",
+        "g1",
+        "--data-dir",
+        data,
+        "--approve",
+        "both",
+        "--actor",
+        "bob",
+    ]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    // Control characters a step prints are shown escaped, never sent to the terminal.
+    let out = stdout(&second);
+    assert!(out.contains("s | a\\u{1b}[31mb"), "{out}");
+    assert!(!out.contains('\u{1b}'), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -566,10 +566,18 @@ impl<'a> Cx<'a> {
         self.log(Level::Error, "step.failed", Some(i), message, &meta);
     }
 
+    /// Fails `i` because of a child. The cause first recorded (a parallel records it when it
+    /// stops, before siblings are cancelled) is kept, so the run blames the step that really
+    /// failed, not a sibling cancelled because of it.
     fn fail_from_child(&mut self, i: usize, child: usize) {
-        let cause = self.st.nodes[child].cause.clone();
-        self.st.nodes[i].cause = cause;
-        let cid = self.st.nodes[child].id.clone();
+        if self.st.nodes[i].cause.is_none() {
+            let cause = self.st.nodes[child].cause.clone();
+            self.st.nodes[i].cause = cause;
+        }
+        let cid = match &self.st.nodes[i].cause {
+            Some((id, _)) => id.clone(),
+            None => self.st.nodes[child].id.clone(),
+        };
         self.fail(i, "child-failed", Some(format!("step {cid} failed")));
     }
 

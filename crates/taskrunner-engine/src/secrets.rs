@@ -63,12 +63,18 @@ impl Secrets {
 
     /// Masks every verbatim occurrence of a secret value (longest values first).
     pub fn mask(&self, text: &str) -> String {
+        // A multi-line secret (a PEM key) is also masked line by line: output is logged per
+        // line, so its lines never appear together.
         let mut values: Vec<&str> = self
             .values
             .values()
-            .map(String::as_str)
+            .flat_map(|v| {
+                let lines = v.contains(['\n', '\r']).then(|| v.split(['\n', '\r']));
+                std::iter::once(v.as_str()).chain(lines.into_iter().flatten())
+            })
             .filter(|v| v.len() >= SECRET_BYTES_MIN)
             .collect();
+        values.dedup();
         values.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         let mut out = text.to_owned();
         for v in values {
@@ -98,6 +104,17 @@ impl Secrets {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn multi_line_secrets_are_masked_line_by_line() {
+        let s = Secrets::new().with("key", "-----BEGIN KEY-----\nAbCdEfGh\n-----END KEY-----");
+        assert_eq!(s.mask("line: AbCdEfGh"), "line: ***");
+        assert_eq!(
+            s.mask("-----BEGIN KEY-----\nAbCdEfGh\n-----END KEY-----"),
+            "***"
+        );
+        assert_eq!(s.mask("ab\ncd"), "ab\ncd", "short fragments are not masked");
+    }
 
     #[test]
     fn masks_long_values_only() {

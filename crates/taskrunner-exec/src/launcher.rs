@@ -287,14 +287,24 @@ impl Launcher {
             if let Some(pgid) = pgid
                 && !marks.is_empty()
             {
-                for pid in group_members(pgid) {
-                    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-                    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-                    if marks.iter().all(|m| vars.contains(&m.as_bytes()))
-                        && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
-                    {
-                        killed += 1;
+                // Repeat until a pass finds nothing: a member may fork while it is being killed.
+                for _ in 0..REAP_PASSES_MAX {
+                    let mut this_pass = 0;
+                    for pid in group_members(pgid) {
+                        let environ =
+                            std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+                        if marks.iter().all(|m| vars.contains(&m.as_bytes()))
+                            && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+                        {
+                            this_pass += 1;
+                        }
                     }
+                    killed += this_pass;
+                    if this_pass == 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
             let _ = std::fs::remove_file(&path);
@@ -426,7 +436,10 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Pids whose process group is `pgid` (from `/proc/<pid>/stat`).
+/// Passes over a recorded group when reaping leftovers.
+const REAP_PASSES_MAX: usize = 50;
+
+/// Pids whose process group is `pgid` (from `/proc/<pid>/stat`), zombies excluded.
 fn group_members(pgid: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -439,7 +452,11 @@ fn group_members(pgid: i32) -> Vec<i32> {
             // Fields after the command name, which is parenthesised and may contain spaces:
             // state, ppid, pgrp, …
             stat.rsplit_once(')')
-                .map(|(_, rest)| rest.split_whitespace().nth(2) == Some(&pgid.to_string()))
+                .map(|(_, rest)| {
+                    let mut fields = rest.split_whitespace();
+                    let state = fields.next();
+                    state != Some("Z") && fields.nth(1) == Some(&pgid.to_string())
+                })
                 .unwrap_or(false)
         })
         .collect()

@@ -21,9 +21,22 @@ pub struct Masker {
 impl Masker {
     /// A masker for these secret values.
     pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Masker {
+        // Output is masked line by line, so a multi-line secret (a PEM key) is also masked by
+        // each of its lines of at least 4 bytes.
         let mut secrets: Vec<Vec<u8>> = secrets
             .into_iter()
-            .map(|s| s.as_ref().as_bytes().to_vec())
+            .flat_map(|s| {
+                let s = s.as_ref();
+                let mut needles = vec![s.as_bytes().to_vec()];
+                if s.contains(['\n', '\r']) {
+                    needles.extend(
+                        s.split(['\n', '\r'])
+                            .filter(|l| l.len() >= 4)
+                            .map(|l| l.as_bytes().to_vec()),
+                    );
+                }
+                needles
+            })
             .filter(|s| !s.is_empty())
             .collect();
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
@@ -116,6 +129,18 @@ impl Masker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_line_secrets_are_masked_line_by_line() {
+        let m = Masker::new(["firstLine1\nsecondLine2\nab"]);
+        assert_eq!(m.mask_str("plain: firstLine1"), "plain: ***");
+        assert_eq!(m.mask_str("secondLine2"), "***");
+        assert_eq!(
+            m.mask_str("ab"),
+            "ab",
+            "fragments shorter than 4 bytes are not masked"
+        );
+    }
 
     #[test]
     fn masks_every_occurrence_longest_first() {

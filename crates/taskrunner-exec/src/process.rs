@@ -99,6 +99,12 @@ pub(crate) async fn run_invocation(
         request.workspace.to_string_lossy().into_owned(),
     );
     env.insert("TASKRUNNER_RUN_ID".to_owned(), request.run_id.clone());
+    env.insert("TASKRUNNER_TENANT".to_owned(), request.tenant.clone());
+    // At-least-once execution (SPEC §6.2): the key lets a step recognise a repeated attempt.
+    env.insert(
+        "TASKRUNNER_IDEMPOTENCY_KEY".to_owned(),
+        request.idempotency_key.clone(),
+    );
     env.insert("TASKRUNNER_STEP_ID".to_owned(), request.step_id.clone());
     env.insert("TASKRUNNER_ATTEMPT".to_owned(), request.attempt.to_string());
 

@@ -141,6 +141,11 @@ async fn environment_is_cleared() {
     assert!(env.contains(&"TASKRUNNER_RUN_ID=run-1"), "{env:?}");
     assert!(env.contains(&"TASKRUNNER_STEP_ID=step-a"), "{env:?}");
     assert!(env.contains(&"TASKRUNNER_ATTEMPT=2"), "{env:?}");
+    assert!(env.contains(&"TASKRUNNER_TENANT=acme"), "{env:?}");
+    assert!(
+        env.contains(&"TASKRUNNER_IDEMPOTENCY_KEY=acme/run-1/step-a/1"),
+        "{env:?}"
+    );
     let workspace = format!("TASKRUNNER_WORKSPACE={}", dir.path().display());
     assert!(env.contains(&workspace.as_str()), "{env:?}");
     assert!(env.iter().any(|l| l.starts_with("TASKRUNNER_OUTPUT=")));

@@ -138,13 +138,17 @@ pub struct RunSnapshot {
     pub running_attempts: usize,
     /// A timer is armed (retry backoff, approval expiry).
     pub next_wake: Option<Timestamp>,
+    /// The driver has not yet processed an event since the run was (re)loaded: the state may
+    /// be stale (a due expiry not yet applied), so it is never taken as settled.
+    pub fresh: bool,
 }
 
 impl RunSnapshot {
     /// Nothing can progress without a decision (or a far timer such as an approval expiry):
     /// the run waits at a gate with no attempt running and no retry pending.
     pub fn is_parked(&self) -> bool {
-        self.view.status == RunStatus::AwaitingApproval
+        !self.fresh
+            && self.view.status == RunStatus::AwaitingApproval
             && self.running_attempts == 0
             && !self
                 .view
@@ -636,64 +640,62 @@ impl Runtime {
             problems: &mut Diagnostics,
         ) {
             for (i, step) in steps.iter().enumerate() {
-                let at = format!("{path}[{i}]");
-                match &step.kind {
-                    StepKind::Run(run) => {
-                        if !registry.contains(&run.uses) {
-                            let known: Vec<&str> = registry.names().collect();
-                            problems.push(Diagnostic {
-                                code: codes::UNKNOWN_EXECUTOR,
-                                path: format!("{at}.run.uses"),
-                                message: format!(
-                                    "executor '{}' is not available on this host, expected one of: {}",
-                                    run.uses,
-                                    known.join(", ")
-                                ),
-                                line: None,
-                                column: None,
-                            });
-                        }
+                visit(step, &format!("{path}[{i}]"), registry, problems);
+            }
+        }
+        fn visit(step: &Step, at: &str, registry: &ExecutorRegistry, problems: &mut Diagnostics) {
+            match &step.kind {
+                StepKind::Run(run) => {
+                    if !registry.contains(&run.uses) {
+                        let known: Vec<&str> = registry.names().collect();
+                        problems.push(Diagnostic {
+                            code: codes::UNKNOWN_EXECUTOR,
+                            path: format!("{at}.run.uses"),
+                            message: format!(
+                                "executor '{}' is not available on this host, expected one of: {}",
+                                run.uses,
+                                known.join(", ")
+                            ),
+                            line: None,
+                            column: None,
+                        });
                     }
-                    StepKind::GateApproval(_) => {}
-                    StepKind::GatePolicy(gate) => walk(
+                }
+                StepKind::GateApproval(_) => {}
+                StepKind::GatePolicy(gate) => {
+                    walk(
                         &gate.on_failure,
                         &format!("{at}.gate.policy.onFailure"),
                         registry,
                         problems,
-                    ),
-                    StepKind::Parallel(p) => walk(
-                        &p.steps,
-                        &format!("{at}.parallel.steps"),
+                    );
+                }
+                StepKind::Parallel(p) => walk(
+                    &p.steps,
+                    &format!("{at}.parallel.steps"),
+                    registry,
+                    problems,
+                ),
+                // `map.step` is one step, not a list.
+                StepKind::Map(m) => visit(&m.step, &format!("{at}.map.step"), registry, problems),
+                StepKind::Loop(l) => {
+                    walk(&l.steps, &format!("{at}.loop.steps"), registry, problems)
+                }
+                StepKind::Conditional(c) => {
+                    for (b, branch) in c.branches.iter().enumerate() {
+                        walk(
+                            &branch.steps,
+                            &format!("{at}.conditional.branches[{b}].steps"),
+                            registry,
+                            problems,
+                        );
+                    }
+                    walk(
+                        &c.else_steps,
+                        &format!("{at}.conditional.else"),
                         registry,
                         problems,
-                    ),
-                    StepKind::Map(m) => {
-                        walk(
-                            std::slice::from_ref(m.step.as_ref()),
-                            &format!("{at}.map.step"),
-                            registry,
-                            problems,
-                        );
-                    }
-                    StepKind::Loop(l) => {
-                        walk(&l.steps, &format!("{at}.loop.steps"), registry, problems)
-                    }
-                    StepKind::Conditional(c) => {
-                        for (b, branch) in c.branches.iter().enumerate() {
-                            walk(
-                                &branch.steps,
-                                &format!("{at}.conditional.branches[{b}].steps"),
-                                registry,
-                                problems,
-                            );
-                        }
-                        walk(
-                            &c.else_steps,
-                            &format!("{at}.conditional.else"),
-                            registry,
-                            problems,
-                        );
-                    }
+                    );
                 }
             }
         }
@@ -753,12 +755,10 @@ impl Runtime {
             run_id: run.state().run_id.clone(),
             tenant: run.state().tenant.clone(),
         };
-        let workspace = self
-            .inner
-            .config
-            .workspace_root
-            .join(&info.tenant)
-            .join(&info.run_id);
+        // Absolute, so `$TASKRUNNER_WORKSPACE` means the same thing from any directory.
+        let root = &self.inner.config.workspace_root;
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+        let workspace = root.join(&info.tenant).join(&info.run_id);
         std::fs::create_dir_all(&workspace).map_err(|e| {
             RuntimeError::Internal(format!(
                 "cannot create workspace {}: {e}",
@@ -772,6 +772,7 @@ impl Runtime {
             view: run.view(),
             running_attempts: 0,
             next_wake: run.next_wake(),
+            fresh: true,
         };
         let (snap_tx, snap_rx) = watch::channel(snapshot);
         let handle = ActorHandle {
@@ -845,7 +846,9 @@ impl Actor {
                 tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
                 break;
             }
-            if self.retirable() {
+            // Retiring may process messages that raced in; they can make the run retirable
+            // again (a decision that ends it), so check until it is not.
+            while self.retirable() {
                 match self.retire(rx).await {
                     Some(next) => rx = next,
                     None => return,
@@ -1045,6 +1048,7 @@ impl Actor {
             view: self.run.view(),
             running_attempts: self.running.len(),
             next_wake: self.run.next_wake(),
+            fresh: false,
         });
     }
 

@@ -1013,13 +1013,32 @@ impl Actor {
         let commands = self.run.apply(at, &event, &self.secrets);
         // Secrets never reach the journal (rule 19): journal the masked form.
         let record = self.journal.append(at, event.masked(&self.secrets));
-        let logs: Vec<NewLog> = commands
+        let mut logs: Vec<NewLog> = commands
             .iter()
             .filter_map(|c| match c {
                 Command::Log(entry) => Some(to_new_log(entry)),
                 _ => None,
             })
             .collect();
+        // Outputs are captured before the run's end is recorded (SPEC §5.3 "End"), so their
+        // `artifact.failed` entries precede `run.completed`/`run.failed`. Capturing twice after
+        // a crash is harmless: blobs are content-addressed and records are upserted.
+        if let Some(outputs) = commands.iter().find_map(|c| match c {
+            Command::Finished { outputs, .. } => Some(outputs.clone()),
+            _ => None,
+        }) {
+            let failures = self.capture(outputs).await;
+            let end = logs
+                .iter()
+                .position(|l| {
+                    matches!(
+                        l.event_type.as_str(),
+                        "run.completed" | "run.failed" | "run.cancelled"
+                    )
+                })
+                .unwrap_or(logs.len());
+            logs.splice(end..end, failures);
+        }
         let info = self.info();
         let transition = Transition {
             tenant: info.tenant.clone(),
@@ -1152,19 +1171,19 @@ impl Actor {
                         .await;
                 });
             }
-            Command::Finished { status: _, outputs } => {
+            Command::Finished { .. } => {
+                // Outputs were captured with the transition (see `handle`).
                 self.finished = true;
                 if let Some(timer) = self.timer.take() {
                     timer.abort();
                 }
-                self.capture(outputs).await;
             }
         }
     }
 
     /// Captures pack outputs as artifacts (SPEC §5.6, rule 20). A failed capture makes that
     /// artifact `failed` and logs `artifact.failed`; it never changes the run's status.
-    async fn capture(&mut self, outputs: Vec<OutputResult>) {
+    async fn capture(&mut self, outputs: Vec<OutputResult>) -> Vec<NewLog> {
         let info = self.info();
         let stores = self.runtime.inner.stores.clone();
         let now = self.runtime.inner.clock.now();
@@ -1227,29 +1246,17 @@ impl Actor {
                 tracing::error!(error = %e, "artifact record could not be stored");
             }
         }
-        if !failures.is_empty() {
-            let logs: Vec<NewLog> = failures
-                .into_iter()
-                .map(|(name, reason)| NewLog {
-                    timestamp_ms: now.millis(),
-                    level: "warn".into(),
-                    event_type: "artifact.failed".into(),
-                    message: format!("Output {name} was not captured: {reason}"),
-                    step_id: None,
-                    metadata_json: serde_json::json!({"output": name, "reason": reason})
-                        .to_string(),
-                })
-                .collect();
-            if let Ok(sequences) = stores
-                .logs
-                .append_logs(&info.tenant, &info.run_id, logs.clone())
-                .await
-            {
-                for (sequence, log) in sequences.into_iter().zip(logs) {
-                    let _ = self.logs.send(LogRecord::from_new(sequence, log));
-                }
-            }
-        }
+        failures
+            .into_iter()
+            .map(|(name, reason)| NewLog {
+                timestamp_ms: now.millis(),
+                level: "warn".into(),
+                event_type: "artifact.failed".into(),
+                message: format!("Output {name} was not captured: {reason}"),
+                step_id: None,
+                metadata_json: serde_json::json!({"output": name, "reason": reason}).to_string(),
+            })
+            .collect()
     }
 
     async fn capture_file(

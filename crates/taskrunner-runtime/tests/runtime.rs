@@ -12,8 +12,13 @@ use taskrunner_runtime::{
     CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets, Stores,
     SystemClock,
 };
-use taskrunner_store::MemoryStore;
+use taskrunner_store::{ArtifactStore, MemoryStore};
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
+
+/// A second handle on the same SQLite store, for reading what the runtime wrote.
+fn rt_store(dir: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(dir.join("data"), SqliteConfig::default()).unwrap()
+}
 
 async fn start(dir: &std::path::Path, secrets: StaticSecrets) -> Runtime {
     let store = SqliteStore::open(dir.join("data"), SqliteConfig::default()).unwrap();
@@ -72,6 +77,21 @@ async fn a_run_succeeds_with_outputs_logs_and_artifacts() {
     );
     assert!(output.contains(&"got 42"), "{output:?}");
     assert!(!logs.iter().any(|l| l.message.contains("s3cr3t-value") || l.metadata_json.contains("s3cr3t-value")));
+    // Outputs are captured before the run's end is logged.
+    let failed_at = types
+        .iter()
+        .position(|t| *t == "artifact.failed")
+        .expect("artifact.failed logged");
+    let completed_at = types.iter().position(|t| *t == "run.completed").unwrap();
+    assert!(failed_at < completed_at, "{types:?}");
+    let store = rt_store(dir.path());
+    let artifacts = store.list_artifacts("default", "ok-1").await.unwrap();
+    let by_name = |n: &str| artifacts.iter().find(|a| a.name == n).unwrap().clone();
+    assert_eq!(by_name("report").status, "captured");
+    assert_eq!(by_name("report").size_bytes, Some(7));
+    assert_eq!(by_name("missing").status, "failed");
+    assert!(by_name("missing").notes.is_some());
+    assert_eq!(by_name("answer").expression_json.as_deref(), Some("\"42\""));
 }
 
 #[tokio::test]

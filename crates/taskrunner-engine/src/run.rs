@@ -566,6 +566,22 @@ impl<'a> Cx<'a> {
         self.log(Level::Error, "step.failed", Some(i), message, &meta);
     }
 
+    /// Evaluates the items of a run-time map/loop `i`; on anything but an array the step fails
+    /// with `expression-error` and `None` is returned.
+    fn runtime_items(&mut self, i: usize, items: &Expression, what: &str) -> Option<Vec<Value>> {
+        let msg = match items.evaluate(&self.context_for(Some(i), &Need::of(&[items]))) {
+            Ok(Value::Array(items)) => return Some(items),
+            Ok(other) => format!(
+                "{what} items '{}' must be an array, got {}",
+                items.source(),
+                type_name(&other)
+            ),
+            Err(e) => format!("{what} items '{}': {e}", items.source()),
+        };
+        self.fail_expansion(i, "expression-error", msg);
+        None
+    }
+
     /// Fails `i` because of a child. The cause first recorded (a parallel records it when it
     /// stops, before siblings are cancelled) is kept, so the run blames the step that really
     /// failed, not a sibling cancelled because of it.
@@ -1348,22 +1364,9 @@ impl<'a> Cx<'a> {
             } => {
                 self.transition(i, StepStatus::Running, None);
                 if matches!(iterations, Iterations::Runtime) {
-                    let items =
-                        match items.evaluate(&self.context_for(Some(i), &Need::of(&[items]))) {
-                            Ok(Value::Array(items)) => items,
-                            Ok(other) => {
-                                let msg = format!(
-                                    "map items '{}' must be an array, got {}",
-                                    items.source(),
-                                    type_name(&other)
-                                );
-                                return self.fail_expansion(i, "expression-error", msg);
-                            }
-                            Err(e) => {
-                                let msg = format!("map items '{}': {e}", items.source());
-                                return self.fail_expansion(i, "expression-error", msg);
-                            }
-                        };
+                    let Some(items) = self.runtime_items(i, items, "map") else {
+                        return;
+                    };
                     if items.len() > MAP_ITEMS_MAX {
                         let msg = format!(
                             "{} items exceed the map limit of {MAP_ITEMS_MAX}",
@@ -1387,21 +1390,10 @@ impl<'a> Cx<'a> {
                 if matches!(iterations, Iterations::Runtime) {
                     let items = match source {
                         LoopSource::Expression(e) => {
-                            match e.evaluate(&self.context_for(Some(i), &Need::of(&[e]))) {
-                                Ok(Value::Array(items)) => items,
-                                Ok(other) => {
-                                    let msg = format!(
-                                        "loop items '{}' must be an array, got {}",
-                                        e.source(),
-                                        type_name(&other)
-                                    );
-                                    return self.fail_expansion(i, "expression-error", msg);
-                                }
-                                Err(e2) => {
-                                    let msg = format!("loop items '{}': {e2}", e.source());
-                                    return self.fail_expansion(i, "expression-error", msg);
-                                }
-                            }
+                            let Some(items) = self.runtime_items(i, e, "loop") else {
+                                return;
+                            };
+                            items
                         }
                         LoopSource::Static(items) => items.clone(),
                         LoopSource::Range { start, end, step } => {

@@ -163,6 +163,16 @@ pub(crate) async fn resume(
             local.data_dir.display()
         );
     };
+    if !view.status.is_terminal() {
+        let missing = rt.missing_secrets(tenant, run_id).await?;
+        if !missing.is_empty() {
+            for name in &missing {
+                eprintln!("{run_id}: required secret '{name}' is not available on this host");
+            }
+            rt.shutdown();
+            return Ok(Ending::Invalid);
+        }
+    }
     for approval in &approve {
         decide(
             &rt,

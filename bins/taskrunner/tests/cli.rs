@@ -311,3 +311,42 @@ fn run_resume_with_actors_and_gates() {
     assert!(!out.contains('\u{1b}'), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn resume_refuses_a_run_whose_required_secret_is_gone() {
+    let dir = std::env::temp_dir().join(format!("taskrunner-cli-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let pack = temp_file(
+        "sec.yaml",
+        "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: sec, version: 1.0.0}\nspec:\n  secrets: [{name: token}]\n  approvals: [{id: ok}]\n  steps:\n    - {id: g, gate: {approval: {id: ok}}}\n    - {id: use, run: {uses: builtin:shell, with: {script: 'test -n \"$T\"', env: {T: \"{{ secrets.token }}\"}}}}\n",
+    );
+    let first = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+        .args([
+            "run",
+            pack.to_str().unwrap(),
+            "--run-id",
+            "s1",
+            "--data-dir",
+            data,
+        ])
+        .env("TASKRUNNER_SECRET_TOKEN", "value-1234")
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(5), "{}", stderr(&first));
+    let without = run(&["resume", "s1", "--data-dir", data, "--approve", "ok"]);
+    assert_eq!(without.status.code(), Some(2), "{}", stderr(&without));
+    assert!(
+        stderr(&without).contains("required secret 'token'"),
+        "{}",
+        stderr(&without)
+    );
+    let with = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+        .args(["resume", "s1", "--data-dir", data, "--approve", "ok"])
+        .env("TASKRUNNER_SECRET_TOKEN", "value-1234")
+        .output()
+        .unwrap();
+    assert_eq!(with.status.code(), Some(0), "{}", stderr(&with));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -735,6 +735,42 @@ impl Runtime {
         secrets
     }
 
+    /// Required secrets of a stored run that this host cannot supply (now, or shorter than
+    /// [`SECRET_BYTES_MIN`]): a run resumed on another host or after a configuration change
+    /// would otherwise fail at the step that uses them.
+    pub async fn missing_secrets(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let record = self
+            .inner
+            .stores
+            .runs
+            .get_run(tenant, run_id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(format!("run {run_id}")))?;
+        let plan =
+            Plan::from_canonical_json(&record.plan_json, Some(&record.plan_hash)).map_err(|e| {
+                RuntimeError::Corrupt {
+                    run_id: run_id.to_owned(),
+                    message: e.to_string(),
+                }
+            })?;
+        Ok(plan
+            .secrets()
+            .iter()
+            .filter(|s| s.required)
+            .filter(|s| {
+                self.inner
+                    .secrets
+                    .secret(&s.name)
+                    .is_none_or(|v| v.len() < SECRET_BYTES_MIN)
+            })
+            .map(|s| s.name.clone())
+            .collect())
+    }
+
     /// The secret values a plan names, from the provider (never stored).
     fn secret_values(&self, plan: &Plan) -> (Secrets, Vec<String>) {
         let mut secrets = Secrets::new();

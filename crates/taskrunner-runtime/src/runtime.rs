@@ -964,18 +964,7 @@ impl Actor {
                 reply,
             } => {
                 let answer = self.decide(&approval_id, request).await;
-                let failed = matches!(
-                    answer,
-                    Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
-                );
-                let _ = reply.send(answer);
-                if failed {
-                    Err(RuntimeError::Internal(
-                        "decision could not be stored".into(),
-                    ))
-                } else {
-                    Ok(())
-                }
+                reply_then_continue(reply, answer, "decision")
             }
             Msg::Cancel { actor, reply } => {
                 let answer = match self.run.status() {
@@ -986,18 +975,7 @@ impl Actor {
                         .await
                         .map(|()| self.run.status()),
                 };
-                let failed = matches!(
-                    answer,
-                    Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
-                );
-                let _ = reply.send(answer);
-                if failed {
-                    Err(RuntimeError::Internal(
-                        "cancellation could not be stored".into(),
-                    ))
-                } else {
-                    Ok(())
-                }
+                reply_then_continue(reply, answer, "cancellation")
             }
         }
     }
@@ -1383,6 +1361,27 @@ async fn forward_output(
             }
             Err(e) => tracing::error!(error = %e, "step output could not be stored"),
         }
+    }
+}
+
+/// Answers a caller; a storage failure also stops the driver (its memory may be ahead of the
+/// store), any other refusal leaves it running.
+fn reply_then_continue<T>(
+    reply: oneshot::Sender<Result<T, RuntimeError>>,
+    answer: Result<T, RuntimeError>,
+    what: &str,
+) -> Result<(), RuntimeError> {
+    let failed = matches!(
+        answer,
+        Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
+    );
+    let _ = reply.send(answer);
+    if failed {
+        Err(RuntimeError::Internal(format!(
+            "{what} could not be stored"
+        )))
+    } else {
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
-use taskrunner_engine::{Decision, RunStatus, RunView, Timestamp};
+use taskrunner_engine::{Decision, RunStatus, RunView, StepStatus, Timestamp};
 use taskrunner_exec::{ExecutorRegistry, Launcher};
 use taskrunner_runtime::{
     ChainedSecrets, CreateRun, DecisionRequest, DirSecrets, EnvSecrets, Runtime, RuntimeConfig,
@@ -239,7 +239,11 @@ async fn follow(rt: &Runtime, tenant: &str, run_id: &str, output: Output) -> Res
     let mut after = 0;
     let mut cancelling = false;
     loop {
+        printer.clear_progress();
         after = printer.print_new(rt, run_id, after).await?;
+        if let Some(w) = &watch {
+            printer.show_progress(&w.borrow());
+        }
         let settled = match &watch {
             Some(w) => {
                 let snap = w.borrow();
@@ -265,6 +269,7 @@ async fn follow(rt: &Runtime, tenant: &str, run_id: &str, output: Output) -> Res
             }
         }
     }
+    printer.clear_progress();
     let view = rt.wait_settled(tenant, run_id).await?;
     printer.print_new(rt, run_id, after).await?;
     let ending = match view.status {
@@ -303,6 +308,8 @@ struct Printer {
     output: Output,
     tenant: String,
     tty: bool,
+    /// A progress line is on the terminal (stderr) and must be cleared before more output.
+    progress_shown: bool,
 }
 
 impl Printer {
@@ -311,6 +318,52 @@ impl Printer {
             output,
             tenant: tenant.to_owned(),
             tty: std::io::stdout().is_terminal(),
+            progress_shown: false,
+        }
+    }
+
+    /// On a terminal (human format only): one line on stderr, rewritten in place, saying how
+    /// far the run is — `[4/9 steps] running: build, test`.
+    fn show_progress(&mut self, snap: &taskrunner_runtime::RunSnapshot) {
+        if !self.tty || self.output.ndjson || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let leaves: Vec<_> = snap
+            .view
+            .steps
+            .iter()
+            .filter(|s| s.kind == "Run" || s.kind.starts_with("Gate"))
+            .collect();
+        let done = leaves.iter().filter(|s| s.status.is_finished()).count();
+        let running: Vec<&str> = leaves
+            .iter()
+            .filter(|s| {
+                s.status == StepStatus::Running
+                    || s.status_reason.as_deref() == Some("awaiting-approval")
+            })
+            .map(|s| s.step_id.as_str())
+            .take(4)
+            .collect();
+        let mut line = format!(
+            "[{done}/{} steps] {}",
+            leaves.len(),
+            snap.view.status.as_str()
+        );
+        if !running.is_empty() {
+            line.push_str(&format!(" · {}", running.join(", ")));
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\u{1b}[2K{line}");
+        let _ = err.flush();
+        self.progress_shown = true;
+    }
+
+    fn clear_progress(&mut self) {
+        if self.progress_shown {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\u{1b}[2K");
+            let _ = err.flush();
+            self.progress_shown = false;
         }
     }
 

@@ -12,9 +12,9 @@ use taskrunner_engine::{Decision, RunStatus, RunView, StepStatus, Timestamp};
 use taskrunner_exec::{ExecutorRegistry, Launcher};
 use taskrunner_runtime::{
     ChainedSecrets, CreateRun, DecisionRequest, DirSecrets, EnvSecrets, Runtime, RuntimeConfig,
-    RuntimeError, Stores, SystemClock,
+    RuntimeError, SystemClock,
 };
-use taskrunner_store::LogRecord;
+use taskrunner_store::{LogRecord, Store};
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
 
 /// How a local run ended, as an exit code.
@@ -77,7 +77,7 @@ async fn start(local: &Local) -> Result<Runtime> {
         eprintln!("stopped {reaped} leftover process(es) of interrupted attempts");
     }
     Runtime::start(
-        Stores::from_one(Arc::new(store)),
+        Store::new(store),
         local.registry.clone(),
         Arc::new(SystemClock),
         Arc::new(secrets),

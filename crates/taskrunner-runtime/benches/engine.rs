@@ -17,7 +17,8 @@ use futures::future::BoxFuture;
 use serde_json::Map;
 use taskrunner_engine::RunStatus;
 use taskrunner_exec::{ExecOutcome, ExecRequest, Executor, ExecutorRegistry, OutputLine};
-use taskrunner_runtime::{CreateRun, Runtime, RuntimeConfig, StaticSecrets, Stores, SystemClock};
+use taskrunner_runtime::{CreateRun, Runtime, RuntimeConfig, StaticSecrets, SystemClock};
+use taskrunner_store::Store;
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore, Synchronous};
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +75,7 @@ async fn runtime(
     let mut executors = ExecutorRegistry::new();
     executors.register("builtin:stamp", stamp);
     let rt = Runtime::start(
-        Stores::from_one(store.clone()),
+        Store::from_parts(store.clone(), store.clone(), store.clone()),
         executors,
         Arc::new(SystemClock),
         Arc::new(StaticSecrets::new()),

@@ -13,9 +13,9 @@ use taskrunner_exec::{
     ExecOutcome, ExecRequest, Executor, ExecutorRegistry, OutputLine, OutputStream,
 };
 use taskrunner_runtime::{
-    CreateRun, DecisionRequest, Runtime, RuntimeConfig, StaticSecrets, Stores, SystemClock,
+    CreateRun, DecisionRequest, Runtime, RuntimeConfig, StaticSecrets, SystemClock,
 };
-use taskrunner_store::MemoryStore;
+use taskrunner_store::{MemoryStore, Store};
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut executors = ExecutorRegistry::with_builtins();
     executors.register("builtin:inventory", Arc::new(Inventory));
     let runtime = Runtime::start(
-        Stores::from_one(Arc::new(MemoryStore::new())),
+        Store::new(MemoryStore::new()),
         executors,
         Arc::new(SystemClock),
         Arc::new(StaticSecrets::new()),

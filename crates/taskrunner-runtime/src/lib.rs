@@ -18,5 +18,5 @@ pub use ports::{
 pub use render::log_entry_json;
 pub use runtime::{
     CreateRun, DecisionOutcome, DecisionRequest, RunSnapshot, Runtime, RuntimeConfig,
-    SECRET_BYTES_MIN, Stores, check_run_id, check_tenant, codes,
+    SECRET_BYTES_MIN, check_run_id, check_tenant, codes,
 };

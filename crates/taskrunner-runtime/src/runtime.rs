@@ -24,8 +24,8 @@ use taskrunner_exec::{ExecOutcome, ExecRequest, ExecutorRegistry, OutputLine, Ou
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest, Step, StepKind};
 use taskrunner_plan::{Plan, PlanError};
 use taskrunner_store::{
-    ArtifactRecord, ArtifactStore, BlobSource, JournalEntry, LogRecord, LogStore, NewLog, NewRun,
-    RunStore, StoreError, Transition,
+    ArtifactRecord, BlobSource, JournalEntry, LogRecord, NewLog, NewRun, Store, StoreError,
+    Transition,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -55,34 +55,6 @@ const OUTPUT_BATCH_MAX: usize = 128;
 const WAKE_POLL: Duration = Duration::from_millis(500);
 /// Attempts to hand a message to a run's driver while it retires concurrently.
 const DELIVERY_TRIES: usize = 3;
-
-/// The three storage ports a runtime needs.
-#[derive(Clone)]
-pub struct Stores {
-    pub runs: Arc<dyn RunStore>,
-    pub logs: Arc<dyn LogStore>,
-    pub artifacts: Arc<dyn ArtifactStore>,
-}
-
-impl std::fmt::Debug for Stores {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Stores")
-    }
-}
-
-impl Stores {
-    /// One value implementing all three ports.
-    pub fn from_one<S>(store: Arc<S>) -> Stores
-    where
-        S: RunStore + LogStore + ArtifactStore + 'static,
-    {
-        Stores {
-            runs: store.clone(),
-            logs: store.clone(),
-            artifacts: store,
-        }
-    }
-}
 
 /// Runtime settings.
 #[derive(Debug, Clone)]
@@ -184,7 +156,7 @@ struct ActorHandle {
 }
 
 struct Inner {
-    stores: Stores,
+    stores: Store,
     executors: ExecutorRegistry,
     clock: Arc<dyn Clock>,
     secrets: Arc<dyn SecretProvider>,
@@ -214,7 +186,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the runtime and recovers every active run from its journal.
     pub async fn start(
-        stores: Stores,
+        stores: Store,
         executors: ExecutorRegistry,
         clock: Arc<dyn Clock>,
         secrets: Arc<dyn SecretProvider>,
@@ -1275,7 +1247,7 @@ impl Actor {
 
     async fn capture_file(
         &self,
-        stores: &Stores,
+        stores: &Store,
         info: &RunInfo,
         name: &str,
         path: &str,

@@ -9,10 +9,9 @@ use serde_json::{Map, json};
 use taskrunner_engine::{Decision, RunStatus};
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_runtime::{
-    CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets, Stores,
-    SystemClock,
+    CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets, SystemClock,
 };
-use taskrunner_store::{ArtifactStore, MemoryStore};
+use taskrunner_store::{ArtifactStore, MemoryStore, Store};
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
 
 /// A second handle on the same SQLite store, for reading what the runtime wrote.
@@ -23,7 +22,7 @@ fn rt_store(dir: &std::path::Path) -> SqliteStore {
 async fn start(dir: &std::path::Path, secrets: StaticSecrets) -> Runtime {
     let store = SqliteStore::open(dir.join("data"), SqliteConfig::default()).unwrap();
     Runtime::start(
-        Stores::from_one(Arc::new(store)),
+        Store::new(store),
         ExecutorRegistry::with_builtins(),
         Arc::new(SystemClock),
         Arc::new(secrets),
@@ -198,9 +197,9 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
 #[tokio::test]
 async fn cancel_stops_a_running_step() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(MemoryStore::new());
+    let store = MemoryStore::new();
     let rt = Runtime::start(
-        Stores::from_one(store),
+        Store::new(store),
         ExecutorRegistry::with_builtins(),
         Arc::new(SystemClock),
         Arc::new(StaticSecrets::new()),

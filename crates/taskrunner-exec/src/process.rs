@@ -55,6 +55,26 @@ enum Trigger {
     Cancelled,
 }
 
+/// The `execute` of every process executor: runs the invocation its parameters produced, or
+/// fails the attempt with the parameter error (masked: it may quote parameter values).
+pub(crate) fn execute_invocation(
+    launcher: Arc<Launcher>,
+    invocation: Result<Invocation, ExecError>,
+    request: ExecRequest,
+    output: Sender<OutputLine>,
+    cancel: CancellationToken,
+) -> futures::future::BoxFuture<'static, ExecOutcome> {
+    Box::pin(async move {
+        match invocation {
+            Ok(invocation) => run_invocation(launcher, request, invocation, output, cancel).await,
+            Err(error) => ExecOutcome::failed(
+                error.reason(),
+                Masker::new(&request.secrets).mask_str(&error.to_string()),
+            ),
+        }
+    })
+}
+
 /// Runs `invocation` for `request` and reports the outcome. Never panics, never hangs on a
 /// dropped output receiver.
 pub(crate) async fn run_invocation(

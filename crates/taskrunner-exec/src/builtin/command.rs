@@ -13,8 +13,7 @@ use crate::builtin::params;
 use crate::error::ExecError;
 use crate::executor::Executor;
 use crate::launcher::Launcher;
-use crate::mask::Masker;
-use crate::process::{Invocation, run_invocation};
+use crate::process::{Invocation, execute_invocation};
 use crate::request::{ExecOutcome, ExecRequest, OutputLine};
 
 /// A host executor such as `[executors."builtin:scanner"] command = ["scanner", "--image",
@@ -126,18 +125,12 @@ impl Executor for CommandExecutor {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, ExecOutcome> {
         let invocation = self.invocation(&request.with);
-        let launcher = Arc::clone(&self.launcher);
-        Box::pin(async move {
-            match invocation {
-                Ok(invocation) => {
-                    run_invocation(launcher, request, invocation, output, cancel).await
-                }
-                // Render errors may quote parameter values.
-                Err(error) => ExecOutcome::failed(
-                    error.reason(),
-                    Masker::new(&request.secrets).mask_str(&error.to_string()),
-                ),
-            }
-        })
+        execute_invocation(
+            Arc::clone(&self.launcher),
+            invocation,
+            request,
+            output,
+            cancel,
+        )
     }
 }

@@ -12,7 +12,7 @@ use crate::builtin::params;
 use crate::error::ExecError;
 use crate::executor::Executor;
 use crate::launcher::Launcher;
-use crate::process::{Invocation, run_invocation};
+use crate::process::{Invocation, execute_invocation};
 use crate::request::{ExecOutcome, ExecRequest, OutputLine};
 
 /// The largest `with.script`.
@@ -107,14 +107,12 @@ impl Executor for ShellExecutor {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, ExecOutcome> {
         let invocation = self.invocation(&request.with);
-        let launcher = Arc::clone(&self.launcher);
-        Box::pin(async move {
-            match invocation {
-                Ok(invocation) => {
-                    run_invocation(launcher, request, invocation, output, cancel).await
-                }
-                Err(error) => error.into(),
-            }
-        })
+        execute_invocation(
+            Arc::clone(&self.launcher),
+            invocation,
+            request,
+            output,
+            cancel,
+        )
     }
 }

@@ -27,6 +27,7 @@ const STORE_POSTGRES: &str = "taskrunner-store-postgres";
 const EXEC: &str = "taskrunner-exec";
 const RUNTIME: &str = "taskrunner-runtime";
 const HTTP: &str = "taskrunner-http";
+const AUTH: &str = "taskrunner-auth";
 const TESTKIT: &str = "taskrunner-testkit";
 
 /// The pure crates (L0–L3): no I/O, clock, threads or `HashMap`.
@@ -48,7 +49,9 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     (EXEC, &[EXPR, MANIFEST, PLAN, ENGINE]),
     // The runtime drives ports (store traits, executors); bins pick the storage adapters.
     (RUNTIME, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC]),
-    (HTTP, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, RUNTIME]),
+    // Authentication knows nothing of runs: it maps credentials to scopes.
+    (AUTH, &[]),
+    (HTTP, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, RUNTIME, AUTH]),
     (
         TESTKIT,
         &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC, RUNTIME],

@@ -33,6 +33,26 @@ pub(crate) const ENV_SECRETS_DIR: &str = "TASKRUNNER_SECRETS_DIR";
 pub(crate) const ENV_DEFAULT_TENANT: &str = "TASKRUNNER_DEFAULT_TENANT";
 pub(crate) const ENV_LISTEN: &str = "TASKRUNNER_LISTEN";
 pub(crate) const ENV_AUTH: &str = "TASKRUNNER_AUTH";
+pub(crate) const ENV_BODY_LIMIT_BYTES: &str = "TASKRUNNER_BODY_LIMIT_BYTES";
+pub(crate) const ENV_HEADER_READ_TIMEOUT_SECONDS: &str = "TASKRUNNER_HEADER_READ_TIMEOUT_SECONDS";
+pub(crate) const ENV_SHUTDOWN_GRACE_SECONDS: &str = "TASKRUNNER_SHUTDOWN_GRACE_SECONDS";
+pub(crate) const ENV_SPEC_SIGNING_KEY_FILE: &str = "TASKRUNNER_SPEC_SIGNING_KEY_FILE";
+pub(crate) const ENV_JWT_ISSUER: &str = "TASKRUNNER_JWT_ISSUER";
+pub(crate) const ENV_JWT_AUDIENCE: &str = "TASKRUNNER_JWT_AUDIENCE";
+pub(crate) const ENV_JWT_KEY_FILE: &str = "TASKRUNNER_JWT_KEY_FILE";
+pub(crate) const ENV_JWT_JWKS_FILE: &str = "TASKRUNNER_JWT_JWKS_FILE";
+pub(crate) const ENV_JWT_HMAC_SECRET_FILE: &str = "TASKRUNNER_JWT_HMAC_SECRET_FILE";
+pub(crate) const ENV_JWT_ALGORITHM: &str = "TASKRUNNER_JWT_ALGORITHM";
+pub(crate) const ENV_JWT_LEEWAY_SECONDS: &str = "TASKRUNNER_JWT_LEEWAY_SECONDS";
+
+/// Default of `server.body_limit_bytes` (SPEC §6.3).
+pub(crate) const BODY_LIMIT_BYTES_DEFAULT: u64 = 2 * 1024 * 1024;
+/// Default of `server.header_read_timeout_seconds`.
+pub(crate) const HEADER_READ_TIMEOUT_SECONDS_DEFAULT: u64 = 10;
+/// Default of `server.shutdown_grace_seconds`.
+pub(crate) const SHUTDOWN_GRACE_SECONDS_DEFAULT: u64 = 30;
+/// Default of `server.jwt.leeway_seconds` (clock skew tolerated on `exp`/`nbf`).
+pub(crate) const JWT_LEEWAY_SECONDS_DEFAULT: u64 = 30;
 
 /// Executor names a config file may not take: the in-process and shell built-ins (SPEC §7).
 const RESERVED_EXECUTORS: [&str; 5] = [
@@ -69,21 +89,42 @@ struct ExecutorFile {
 struct ServerFile {
     listen: Option<SocketAddr>,
     auth: Option<AuthMode>,
+    body_limit_bytes: Option<Spanned<u64>>,
+    header_read_timeout_seconds: Option<Spanned<u64>>,
+    shutdown_grace_seconds: Option<Spanned<u64>>,
+    spec_signing_key_file: Option<PathBuf>,
+    #[serde(default)]
+    jwt: JwtFile,
 }
 
-/// How the server authenticates callers (rule 25). Only `none` exists so far.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtFile {
+    issuer: Option<String>,
+    audience: Option<String>,
+    key_file: Option<PathBuf>,
+    jwks_file: Option<PathBuf>,
+    hmac_secret_file: Option<PathBuf>,
+    algorithm: Option<String>,
+    leeway_seconds: Option<Spanned<u64>>,
+}
+
+/// How the server authenticates callers (rule 25).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum AuthMode {
     /// Every caller holds every scope; loopback listeners only.
     #[default]
     None,
+    /// Bearer JWTs (`[server.jwt]`).
+    Jwt,
 }
 
 impl AuthMode {
     fn parse(text: &str) -> Option<AuthMode> {
         match text {
             "none" => Some(AuthMode::None),
+            "jwt" => Some(AuthMode::Jwt),
             _ => None,
         }
     }
@@ -114,13 +155,43 @@ pub(crate) struct Settings {
 
 /// `[server]`: parsed and merged now, used by `serve`.
 #[derive(Debug)]
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "read by `serve`, the next issue")
-)]
+#[allow(dead_code, reason = "read by `serve`, wired as the HTTP crate lands")]
 pub(crate) struct ServerSettings {
     pub(crate) listen: SocketAddr,
     pub(crate) auth: AuthMode,
+    /// Largest request body (SPEC §6.3: 2 MiB by default → 413).
+    pub(crate) body_limit_bytes: u64,
+    /// Longest wait for a request's header, and for the next request on an idle connection.
+    pub(crate) header_read_timeout_seconds: u64,
+    /// Longest wait for in-flight requests at shutdown.
+    pub(crate) shutdown_grace_seconds: u64,
+    /// An Ed25519 key (32-byte seed, raw or base64) that signs the served spec.
+    pub(crate) spec_signing_key_file: Option<PathBuf>,
+    /// `[server.jwt]`, required when `auth = "jwt"`.
+    pub(crate) jwt: Option<JwtSettings>,
+}
+
+/// `[server.jwt]`: how bearer tokens are checked.
+#[derive(Debug, Clone)]
+#[allow(dead_code, reason = "read by `serve`, wired as the HTTP crate lands")]
+pub(crate) struct JwtSettings {
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) key: JwtKey,
+    /// `RS256`, `ES256`, `EdDSA` for a PEM key (inferred from the key when absent).
+    pub(crate) algorithm: Option<String>,
+    pub(crate) leeway_seconds: u64,
+}
+
+/// Where the token-checking key comes from (exactly one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JwtKey {
+    /// A PEM public key.
+    Pem(PathBuf),
+    /// A JWKS document (keys selected by `kid`).
+    Jwks(PathBuf),
+    /// An HS256 shared secret (the file's bytes, a trailing newline removed).
+    HmacSecret(PathBuf),
 }
 
 impl Settings {
@@ -222,9 +293,106 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
         },
     };
     let auth = match env_text(ENV_AUTH)? {
-        Some(text) => AuthMode::parse(&text)
-            .ok_or_else(|| anyhow!("{ENV_AUTH}: unknown auth mode {text:?}, expected `none`"))?,
+        Some(text) => AuthMode::parse(&text).ok_or_else(|| {
+            anyhow!("{ENV_AUTH}: unknown auth mode {text:?}, expected `none` or `jwt`")
+        })?,
         None => file.server.auth.unwrap_or_default(),
+    };
+
+    // A positive integer: variable > file > default.
+    let number = |var: &str, from_file: Option<Spanned<u64>>, default: u64| -> Result<u64> {
+        let value = match env_text(var)? {
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| anyhow!("{var}: {text:?} is not a positive integer"))?,
+            None => match from_file {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(at(
+                        n.span(),
+                        "expected a positive integer, got 0".to_owned(),
+                    ));
+                }
+                Some(n) => n.into_inner(),
+                None => default,
+            },
+        };
+        Ok(value)
+    };
+    let path = |var: &str, from_file: Option<PathBuf>| -> Option<PathBuf> {
+        env(var)
+            .map(PathBuf::from)
+            .or_else(|| from_file.map(in_file))
+    };
+    let server_file = file.server;
+    let body_limit_bytes = number(
+        ENV_BODY_LIMIT_BYTES,
+        server_file.body_limit_bytes,
+        BODY_LIMIT_BYTES_DEFAULT,
+    )?;
+    let header_read_timeout_seconds = number(
+        ENV_HEADER_READ_TIMEOUT_SECONDS,
+        server_file.header_read_timeout_seconds,
+        HEADER_READ_TIMEOUT_SECONDS_DEFAULT,
+    )?;
+    let shutdown_grace_seconds = number(
+        ENV_SHUTDOWN_GRACE_SECONDS,
+        server_file.shutdown_grace_seconds,
+        SHUTDOWN_GRACE_SECONDS_DEFAULT,
+    )?;
+    let spec_signing_key_file = path(ENV_SPEC_SIGNING_KEY_FILE, server_file.spec_signing_key_file);
+    let jwt_file = server_file.jwt;
+    let issuer = env_text(ENV_JWT_ISSUER)?.or(jwt_file.issuer);
+    let audience = env_text(ENV_JWT_AUDIENCE)?.or(jwt_file.audience);
+    let algorithm = env_text(ENV_JWT_ALGORITHM)?.or(jwt_file.algorithm);
+    let leeway_seconds = match env_text(ENV_JWT_LEEWAY_SECONDS)? {
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            anyhow!("{ENV_JWT_LEEWAY_SECONDS}: {text:?} is not a whole number of seconds")
+        })?,
+        None => jwt_file
+            .leeway_seconds
+            .map_or(JWT_LEEWAY_SECONDS_DEFAULT, Spanned::into_inner),
+    };
+    let keys: Vec<JwtKey> = [
+        path(ENV_JWT_KEY_FILE, jwt_file.key_file).map(JwtKey::Pem),
+        path(ENV_JWT_JWKS_FILE, jwt_file.jwks_file).map(JwtKey::Jwks),
+        path(ENV_JWT_HMAC_SECRET_FILE, jwt_file.hmac_secret_file).map(JwtKey::HmacSecret),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let jwt = match auth {
+        AuthMode::None => None,
+        AuthMode::Jwt => {
+            let missing = |what: &str, var: &str| {
+                anyhow!("auth = \"jwt\" needs [server.jwt] {what} (or {var})")
+            };
+            let issuer = issuer.ok_or_else(|| missing("issuer", ENV_JWT_ISSUER))?;
+            let audience = audience.ok_or_else(|| missing("audience", ENV_JWT_AUDIENCE))?;
+            let mut keys = keys.into_iter();
+            let key = match (keys.next(), keys.next()) {
+                (Some(key), None) => key,
+                (None, _) => {
+                    return Err(anyhow!(
+                        "auth = \"jwt\" needs one key: [server.jwt] key_file, jwks_file or hmac_secret_file ({ENV_JWT_KEY_FILE}, {ENV_JWT_JWKS_FILE}, {ENV_JWT_HMAC_SECRET_FILE})"
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(anyhow!(
+                        "[server.jwt]: give exactly one of key_file, jwks_file and hmac_secret_file"
+                    ));
+                }
+            };
+            Some(JwtSettings {
+                issuer,
+                audience,
+                key,
+                algorithm,
+                leeway_seconds,
+            })
+        }
     };
 
     let mut executors = BTreeMap::new();
@@ -244,7 +412,15 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
         secrets_dir,
         default_tenant,
         executors,
-        server: ServerSettings { listen, auth },
+        server: ServerSettings {
+            listen,
+            auth,
+            body_limit_bytes,
+            header_read_timeout_seconds,
+            shutdown_grace_seconds,
+            spec_signing_key_file,
+            jwt,
+        },
     })
 }
 
@@ -413,7 +589,7 @@ mod tests {
         };
         let e = err(Flags::default(), &[("TASKRUNNER_LISTEN", "localhost")]);
         assert!(e.starts_with("TASKRUNNER_LISTEN: "), "{e}");
-        let e = err(Flags::default(), &[("TASKRUNNER_AUTH", "jwt")]);
+        let e = err(Flags::default(), &[("TASKRUNNER_AUTH", "kerberos")]);
         assert!(e.starts_with("TASKRUNNER_AUTH: "), "{e}");
 
         let path = file("tenant.toml", "\ndefault_tenant = \"Acme\"\n");
@@ -440,7 +616,7 @@ mod tests {
             ),
             (
                 "auth.toml",
-                "[server]\nauth = \"jwt\"\n",
+                "[server]\nauth = \"saml\"\n",
                 "line 2, column 8",
             ),
             (
@@ -480,6 +656,89 @@ mod tests {
             );
             assert!(e.contains(needle), "{name}: {e}");
         }
+    }
+
+    #[test]
+    fn server_settings_from_file_and_environment() {
+        let s = resolve(Flags::default(), env_of(&[])).unwrap();
+        assert_eq!(s.server.body_limit_bytes, 2 * 1024 * 1024);
+        assert_eq!(s.server.header_read_timeout_seconds, 10);
+        assert!(s.server.jwt.is_none());
+
+        let path = file(
+            "jwt.toml",
+            "[server]\nauth = \"jwt\"\nbody_limit_bytes = 1000\n[server.jwt]\nissuer = \"https://idp\"\naudience = \"taskrunner\"\njwks_file = \"keys.json\"\n",
+        );
+        let flags = || Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        let s = resolve(flags(), env_of(&[])).unwrap();
+        assert_eq!(s.server.auth, AuthMode::Jwt);
+        assert_eq!(s.server.body_limit_bytes, 1000);
+        let jwt = s.server.jwt.unwrap();
+        assert_eq!(jwt.issuer, "https://idp");
+        assert_eq!(jwt.audience, "taskrunner");
+        assert_eq!(jwt.leeway_seconds, 30);
+        assert_eq!(
+            jwt.key,
+            JwtKey::Jwks(path.parent().unwrap().join("keys.json"))
+        );
+
+        let s = resolve(
+            flags(),
+            env_of(&[
+                ("TASKRUNNER_JWT_ISSUER", "https://other"),
+                ("TASKRUNNER_BODY_LIMIT_BYTES", "42"),
+                ("TASKRUNNER_JWT_LEEWAY_SECONDS", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.body_limit_bytes, 42);
+        let jwt = s.server.jwt.unwrap();
+        assert_eq!(jwt.issuer, "https://other");
+        assert_eq!(jwt.leeway_seconds, 0);
+
+        // Two key sources are ambiguous.
+        let e = resolve(flags(), env_of(&[("TASKRUNNER_JWT_KEY_FILE", "/k.pem")])).unwrap_err();
+        assert!(format!("{e}").contains("exactly one"), "{e}");
+        // jwt without an issuer, or without any key.
+        let e = resolve(
+            Flags::default(),
+            env_of(&[("TASKRUNNER_AUTH", "jwt"), ("TASKRUNNER_JWT_AUDIENCE", "a")]),
+        )
+        .unwrap_err();
+        assert!(format!("{e}").contains("issuer"), "{e}");
+        let e = resolve(
+            Flags::default(),
+            env_of(&[
+                ("TASKRUNNER_AUTH", "jwt"),
+                ("TASKRUNNER_JWT_AUDIENCE", "a"),
+                ("TASKRUNNER_JWT_ISSUER", "i"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{e}").contains("needs one key"), "{e}");
+        // Numbers are positive.
+        let e = resolve(
+            Flags::default(),
+            env_of(&[("TASKRUNNER_BODY_LIMIT_BYTES", "0")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e}").starts_with("TASKRUNNER_BODY_LIMIT_BYTES: "),
+            "{e}"
+        );
+        let zero = file("zero.toml", "[server]\nheader_read_timeout_seconds = 0\n");
+        let e = resolve(
+            Flags {
+                config: Some(zero),
+                ..Flags::default()
+            },
+            env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(format!("{e}").contains("line 2, column 31"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest};
 use taskrunner_plan::{Plan, PlanError};
 
 mod config;
+#[cfg_attr(not(test), expect(dead_code, reason = "wired into `serve` next"))]
+mod listener;
 mod run;
 
 #[derive(Debug, Parser)]

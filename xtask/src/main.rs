@@ -13,6 +13,7 @@ commands:
   tidy                      run the tidy checks and print what they find
   bench plan                cargo bench -p taskrunner-plan --bench plan
   bench engine              cargo bench -p taskrunner-runtime --bench engine
+  bench http                cargo bench -p taskrunner --bench http (server over TCP vs raw hyper)
   fuzz <target> [seconds]   cargo fuzz run <target> in fuzz/ (default 60 seconds)";
 
 const FUZZ_SECONDS_DEFAULT: u64 = 60;
@@ -36,6 +37,10 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
         ["bench", "engine"] => run_cargo(
             "bench engine",
             &["bench", "-p", "taskrunner-runtime", "--bench", "engine"],
+        ),
+        ["bench", "http"] => run_cargo(
+            "bench http",
+            &["bench", "-p", "taskrunner", "--bench", "http"],
         ),
         ["bench", "plan"] => run_cargo(
             "bench plan",

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::DecodingKey;
 use jsonwebtoken::crypto::CryptoProvider;
-use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::{JwtAlgorithm, JwtSetupError, invalid, shown, verification_error};
@@ -114,8 +114,6 @@ pub(crate) struct BoundKey {
     kid: Option<String>,
     algorithm: JwtAlgorithm,
     key: DecodingKey,
-    /// Signature-only validation for `algorithm`: the claim checks are ours (time is an input).
-    validation: Validation,
 }
 
 impl BoundKey {
@@ -129,17 +127,10 @@ impl BoundKey {
         if (provider.verifier_factory)(&algorithm.to_jsonwebtoken(), &key).is_err() {
             return Err(format!("not a valid {algorithm} public key"));
         }
-        let mut validation = Validation::new(algorithm.to_jsonwebtoken());
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
         Ok(BoundKey {
             kid,
             algorithm,
             key,
-            validation,
         })
     }
 
@@ -147,11 +138,27 @@ impl BoundKey {
         self.algorithm
     }
 
-    /// Verifies `token`'s signature with this key and algorithm, returning its claims.
+    /// Verifies `token`'s signature with this key and algorithm, then returns its claims.
+    /// Only the signature is `jsonwebtoken`'s: its `decode` also runs its own claim checks
+    /// (wall clock, and a claim parser that fails on array- or object-valued claims), while
+    /// the claim checks here take `now` as an input.
     pub(crate) fn verify(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
-        jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| verification_error(&e))
+        let malformed = || invalid("malformed token: expected header.payload.signature");
+        let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
+        let (_, payload) = message.split_once('.').ok_or_else(malformed)?;
+        let alg = self.algorithm.to_jsonwebtoken();
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &self.key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(invalid("bad signature")),
+            Err(e) => return Err(verification_error(&e)),
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| invalid("malformed token: the payload is not base64url"))?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(claims)) => Ok(claims),
+            _ => Err(invalid("malformed token: the payload is not a JSON object")),
+        }
     }
 }
 
@@ -193,12 +200,12 @@ impl KeySet {
             single: true,
         };
         match source {
-            KeySource::HmacSecret(secret) => {
-                Ok(single(hmac_key(secret, configured).map_err(JwtSetupError::InvalidKey)?))
-            }
-            KeySource::Pem(pem) => {
-                Ok(single(pem_key(pem, configured).map_err(JwtSetupError::InvalidKey)?))
-            }
+            KeySource::HmacSecret(secret) => Ok(single(
+                hmac_key(secret, configured).map_err(JwtSetupError::InvalidKey)?,
+            )),
+            KeySource::Pem(pem) => Ok(single(
+                pem_key(pem, configured).map_err(JwtSetupError::InvalidKey)?,
+            )),
             KeySource::Jwks(jwks) => jwks_keys(jwks, configured).map_err(JwtSetupError::InvalidKey),
         }
     }
@@ -309,8 +316,10 @@ fn pem_key(pem: &[u8], configured: Option<JwtAlgorithm>) -> Result<BoundKey, Str
         let der = key
             .try_get_as_bytes()
             .map_err(|_| "unreadable RSA public key".to_owned())?;
-        let (n, e) = (crypto_provider().key_utils.rsa_pub_components_from_public_key)(der)
-            .map_err(|_| "unreadable RSA public key".to_owned())?;
+        let (n, e) = (crypto_provider()
+            .key_utils
+            .rsa_pub_components_from_public_key)(der)
+        .map_err(|_| "unreadable RSA public key".to_owned())?;
         check_rsa(&n, &e)?;
         (JwtAlgorithm::Rs256, key)
     } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
@@ -461,7 +470,9 @@ fn bind_jwk(jwk: &Map<String, Value>, configured: Option<JwtAlgorithm>) -> Resul
     if let Some(ops) = jwk.get("key_ops").and_then(Value::as_array)
         && !ops.iter().any(|op| op.as_str() == Some("verify"))
     {
-        return Ok(Jwk::Skip("\"key_ops\" does not include \"verify\"".to_owned()));
+        return Ok(Jwk::Skip(
+            "\"key_ops\" does not include \"verify\"".to_owned(),
+        ));
     }
     let alg = optional_str(jwk, "alg")?;
     let (algorithm, key) = match kty {

@@ -40,7 +40,7 @@ pub const LEEWAY_SECONDS_MAX: u64 = 300;
 pub enum JwtAlgorithm {
     /// HMAC with SHA-256 (shared secret of at least 32 bytes).
     Hs256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (RSA key of 2048 to 4096 bits).
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (RSA key of 2048 to 8192 bits).
     Rs256,
     /// ECDSA on P-256 with SHA-256.
     Es256,

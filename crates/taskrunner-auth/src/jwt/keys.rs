@@ -27,9 +27,9 @@ pub(crate) const KEY_BYTES_MAX: usize = 1024 * 1024;
 pub(crate) const JWKS_KEYS_MAX: usize = 100;
 /// The shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
 pub(crate) const HMAC_SECRET_BYTES_MIN: usize = 32;
-/// RSA modulus sizes accepted (the `rsa` crate verifies up to 4096 bits).
+/// RSA modulus sizes accepted (the `rsa` crate verifies up to 8192 bits).
 const RSA_BITS_MIN: usize = 2048;
-const RSA_BITS_MAX: usize = 4096;
+const RSA_BITS_MAX: usize = 8192;
 
 /// Key material, as bytes. The algorithm follows from the material (and may be restricted by
 /// [`super::JwtConfig::algorithm`]).

@@ -4,9 +4,18 @@
 //!
 //! Owns: which scope each [`Access`] level needs, what `none` mode grants, how tokens are
 //! checked (adapters in this crate). Knows no HTTP framework: callers pass header values in.
+//!
+//! Adapters: [`NoAuth`] (`none` mode) and [`JwtAuthenticator`] (`jwt` mode).
+
+mod jwt;
 
 use std::collections::BTreeSet;
 use std::fmt;
+
+pub use jwt::{
+    JwtAlgorithm, JwtAuthenticator, JwtConfig, JwtSetupError, KeyFile, KeySource,
+    LEEWAY_SECONDS_DEFAULT, LEEWAY_SECONDS_MAX, TOKEN_BYTES_MAX,
+};
 
 /// Read-only access: every `GET` endpoint.
 pub const SCOPE_VIEWER: &str = "taskrunner.viewer";

@@ -9,7 +9,7 @@
 //! hash) and receives `Recovered`: attempts that were running are failed as `interrupted` and
 //! retried under their policy; timers are re-armed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,8 +24,8 @@ use taskrunner_exec::{ExecOutcome, ExecRequest, ExecutorRegistry, OutputLine, Ou
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest, Step, StepKind};
 use taskrunner_plan::{Plan, PlanError};
 use taskrunner_store::{
-    ArtifactRecord, BlobSource, JournalEntry, LogRecord, NewLog, NewRun, Store, StoreError,
-    Transition,
+    ArtifactRecord, BlobSource, JournalEntry, ListQuery, LogRecord, NewLog, NewRun, Page,
+    RunRecord, Store, StoreError, Transition,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,9 @@ pub struct DecisionRequest {
     pub plan_hash: String,
     pub actor: String,
     pub summary: Option<String>,
+    /// The caller's scopes, checked against the approval's `grants` (SPEC §1.3, rule 16: after
+    /// 404, before the plan hash). `None` = unrestricted (`none` mode, the CLI).
+    pub caller_scopes: Option<BTreeSet<String>>,
 }
 
 /// The answer to a decision: `{status, resumed}`.
@@ -426,6 +429,44 @@ impl Runtime {
         }
     }
 
+    /// The stored record of a run (status, pack, times) without replaying its journal, or
+    /// `None` when the tenant has no such run.
+    pub async fn run_record(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Option<RunRecord>, RuntimeError> {
+        Ok(self.inner.stores.runs.get_run(tenant, run_id).await?)
+    }
+
+    /// A page of the tenant's runs, newest first (cursor paging, see `RunStore::list_runs`).
+    /// A malformed cursor or a zero limit is `BadRequest`.
+    pub async fn list_runs(&self, tenant: &str, query: ListQuery) -> Result<Page, RuntimeError> {
+        check_tenant(tenant)?;
+        match self.inner.stores.runs.list_runs(tenant, query).await {
+            Err(StoreError::Invalid(why)) => Err(RuntimeError::BadRequest(why)),
+            other => Ok(other?),
+        }
+    }
+
+    /// The run's artifacts in declared order (SPEC §5.6).
+    pub async fn artifacts(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Vec<ArtifactRecord>, RuntimeError> {
+        match self
+            .inner
+            .stores
+            .artifacts
+            .list_artifacts(tenant, run_id)
+            .await
+        {
+            Err(StoreError::NotFound) => Err(RuntimeError::NotFound(format!("run {run_id}"))),
+            other => Ok(other?),
+        }
+    }
+
     /// Live log entries of an active run, as they are written (`None` once it retired).
     pub fn subscribe_logs(
         &self,
@@ -449,12 +490,14 @@ impl Runtime {
                 Hydrated::Active(handle) => handle,
                 // Terminal: let the engine say which answer or error applies.
                 Hydrated::Terminal(run) => {
-                    return match run.check_decision(
+                    let check = run.check_decision(
                         approval_id,
                         request.decision,
                         &request.actor,
                         &request.plan_hash,
-                    ) {
+                    );
+                    check_grants(&run, approval_id, &check, request.caller_scopes.as_ref())?;
+                    return match check {
                         Ok(check) => Ok(DecisionOutcome {
                             status: request.decision,
                             resumed: check.resume,
@@ -957,15 +1000,19 @@ impl Actor {
         approval_id: &str,
         request: DecisionRequest,
     ) -> Result<DecisionOutcome, RuntimeError> {
-        let check = self
-            .run
-            .check_decision(
-                approval_id,
-                request.decision,
-                &request.actor,
-                &request.plan_hash,
-            )
-            .map_err(decision_error)?;
+        let check = self.run.check_decision(
+            approval_id,
+            request.decision,
+            &request.actor,
+            &request.plan_hash,
+        );
+        check_grants(
+            &self.run,
+            approval_id,
+            &check,
+            request.caller_scopes.as_ref(),
+        )?;
+        let check = check.map_err(decision_error)?;
         if !check.already_applied {
             self.handle(Event::ApprovalDecided {
                 approval_id: approval_id.to_owned(),
@@ -1376,6 +1423,36 @@ fn mask_map(secrets: &Secrets, outputs: Map<String, Value>) -> Map<String, Value
     match secrets.mask_value(&Value::Object(outputs)) {
         Value::Object(map) => map,
         _ => Map::new(),
+    }
+}
+
+/// Rule 16: an unknown approval is 404 before anything else; then a caller must hold every scope
+/// the approval's `grants` lists (403) before the plan hash or the run's state are looked at.
+fn check_grants(
+    run: &Run,
+    approval_id: &str,
+    check: &Result<taskrunner_engine::DecisionCheck, taskrunner_engine::Error>,
+    scopes: Option<&BTreeSet<String>>,
+) -> Result<(), RuntimeError> {
+    if let Err(taskrunner_engine::Error::UnknownApproval(id)) = check {
+        return Err(RuntimeError::NotFound(format!("approval {id}")));
+    }
+    let (Some(scopes), Some(approval)) = (scopes, run.plan().approval(approval_id)) else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = approval
+        .grants
+        .iter()
+        .filter(|g| !scopes.contains(*g))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Forbidden(format!(
+            "approval {approval_id} needs the scope(s) {}",
+            missing.join(", ")
+        )))
     }
 }
 

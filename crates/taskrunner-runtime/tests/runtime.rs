@@ -124,6 +124,7 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
         assert_eq!(parked.status, RunStatus::AwaitingApproval);
         // Wrong hash: nothing recorded.
         let wrong = DecisionRequest {
+            caller_scopes: None,
             decision: Decision::Approved,
             plan_hash: format!("sha256:{}", "0".repeat(64)),
             actor: "alice".into(),
@@ -139,6 +140,7 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
                 "gate-1",
                 "nope",
                 DecisionRequest {
+                    caller_scopes: None,
                     decision: Decision::Approved,
                     plan_hash: plan_hash.clone(),
                     actor: "a".into(),
@@ -160,6 +162,7 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
             "gate-1",
             "go",
             DecisionRequest {
+                caller_scopes: None,
                 decision: Decision::Approved,
                 plan_hash: plan_hash.clone(),
                 actor: "alice".into(),
@@ -178,6 +181,7 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
             "gate-1",
             "go",
             DecisionRequest {
+                caller_scopes: None,
                 decision: Decision::Rejected,
                 plan_hash,
                 actor: "bob".into(),
@@ -310,6 +314,7 @@ async fn parked_runs_leave_memory_and_still_expire() {
             "park-2",
             "later",
             DecisionRequest {
+                caller_scopes: None,
                 decision: Decision::Approved,
                 plan_hash: v2.plan_hash,
                 actor: "a".into(),

@@ -255,8 +255,7 @@ pub(crate) async fn list_runs(
     };
     for (key, value) in query_pairs(query.as_deref()) {
         match key {
-            "cursor" if !value.is_empty() => list.cursor = Some(value.to_owned()),
-            "cursor" => {}
+            "cursor" => list.cursor = Some(value.to_owned()),
             "limit" => {
                 list.limit = value
                     .parse::<usize>()

@@ -25,6 +25,8 @@ use crate::auth::{caller, check_run_id};
 use crate::error::ApiError;
 use crate::handlers::query_pairs;
 
+/// Largest `after` passed to the store (sequences are stored as signed 64-bit integers).
+const SEQUENCE_MAX: u64 = i64::MAX as u64;
 /// Entries read from the store at once.
 const PAGE_ENTRIES: usize = 500;
 /// Chunks buffered between the stream task and the client.
@@ -49,9 +51,19 @@ pub(crate) async fn logs(
     for (key, value) in query_pairs(query.as_deref()) {
         match key {
             "after" => {
-                after = value.parse().map_err(|_| {
-                    ApiError::bad_request("query.after", "after must be a non-negative integer")
-                })?;
+                // Beyond the last possible sequence is simply "nothing yet".
+                after = match value.parse::<u64>() {
+                    Ok(n) => n.min(SEQUENCE_MAX),
+                    Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                        SEQUENCE_MAX
+                    }
+                    Err(_) => {
+                        return Err(ApiError::bad_request(
+                            "query.after",
+                            "after must be a non-negative integer",
+                        ));
+                    }
+                };
             }
             "follow" => {
                 follow = match value {

@@ -59,7 +59,10 @@ async fn a_followed_stream_arrives_in_chunks_over_tcp() {
     let head = String::from_utf8_lossy(&seen).to_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
-    assert!(head.contains("content-type: application/x-ndjson"), "{head}");
+    assert!(
+        head.contains("content-type: application/x-ndjson"),
+        "{head}"
+    );
     assert!(!head.contains("content-encoding"), "{head}");
     assert!(!head.contains("late-line"));
     // Then the rest, until the terminating chunk.
@@ -72,7 +75,10 @@ async fn a_followed_stream_arrives_in_chunks_over_tcp() {
         seen.extend_from_slice(&buf[..n]);
     }
     let all = String::from_utf8_lossy(&seen);
-    assert!(all.contains("late-line") && all.contains("run.completed"), "{all}");
+    assert!(
+        all.contains("late-line") && all.contains("run.completed"),
+        "{all}"
+    );
 }
 
 /// Serves on `TASKRUNNER_HTTP_ADDR` (default 127.0.0.1:18080) until killed, for running

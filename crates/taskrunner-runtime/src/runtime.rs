@@ -289,7 +289,10 @@ impl Runtime {
                 .runs
                 .queued_count(&request.tenant, &plan.pack().name)
                 .await?;
+            metrics::gauge!("taskrunner_queue_depth", "pack" => plan.pack().name.clone())
+                .set(queued as f64);
             if queued >= max {
+                metrics::counter!("taskrunner_queue_full_total").increment(1);
                 return Err(RuntimeError::QueueFull(queued));
             }
         }
@@ -350,7 +353,7 @@ impl Runtime {
             artifacts,
         };
         match self.inner.stores.runs.create_run(new_run).await {
-            Ok(()) => {}
+            Ok(()) => metrics::counter!("taskrunner_runs_created_total").increment(1),
             Err(StoreError::RunExists) => return Err(RuntimeError::RunExists(run_id)),
             Err(e) => return Err(e.into()),
         }
@@ -831,11 +834,15 @@ impl Runtime {
             logs: logs.clone(),
             snapshot: snap_rx,
         };
-        self.inner
-            .actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((info.tenant.clone(), info.run_id.clone()), handle.clone());
+        {
+            let mut actors = self
+                .inner
+                .actors
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            actors.insert((info.tenant.clone(), info.run_id.clone()), handle.clone());
+            metrics::gauge!("taskrunner_runs_in_memory").set(actors.len() as f64);
+        }
         let actor = Actor {
             runtime: self.clone(),
             run,
@@ -962,12 +969,14 @@ impl Actor {
             timer.abort();
         }
         let info = self.info();
-        self.runtime
+        let mut actors = self
+            .runtime
             .inner
             .actors
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(info.tenant, info.run_id));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        actors.remove(&(info.tenant, info.run_id));
+        metrics::gauge!("taskrunner_runs_in_memory").set(actors.len() as f64);
     }
 
     async fn process(&mut self, msg: Msg) -> Result<(), RuntimeError> {
@@ -1014,6 +1023,7 @@ impl Actor {
         )?;
         let check = check.map_err(decision_error)?;
         if !check.already_applied {
+            self.record_approval_wait(approval_id, request.decision);
             self.handle(Event::ApprovalDecided {
                 approval_id: approval_id.to_owned(),
                 decision: request.decision,
@@ -1027,6 +1037,41 @@ impl Actor {
             status: request.decision,
             resumed: check.resume,
         })
+    }
+
+    /// Metrics of a decision on a waiting gate: how long it waited, and whether that broke
+    /// the pack's `approvalP95Seconds` target.
+    fn record_approval_wait(&self, approval_id: &str, decision: Decision) {
+        let now = self.runtime.inner.clock.now().millis();
+        let waited_since = self.run.view().steps.iter().find_map(|s| {
+            (s.approval_id.as_deref() == Some(approval_id)
+                && s.status_reason.as_deref() == Some("awaiting-approval"))
+            .then_some(s.last_transition_at)
+            .flatten()
+        });
+        let Some(since) = waited_since else { return };
+        let waited = (now - since.millis()).max(0) as f64 / 1000.0;
+        metrics::histogram!("taskrunner_approval_wait_seconds", "decision" => decision.as_str())
+            .record(waited);
+        if let Some(target) = self.run.plan().slo().approval_p95_seconds
+            && waited > target as f64
+        {
+            metrics::counter!("taskrunner_slo_breaches_total", "kind" => "approval").increment(1);
+        }
+    }
+
+    /// Metrics of a run that just finished: status, duration, and the `runP95Seconds` target.
+    fn record_finished(&self, at: Timestamp) {
+        let status = self.run.status().as_str();
+        metrics::counter!("taskrunner_runs_finished_total", "status" => status).increment(1);
+        let seconds = (at.millis() - self.run.state().created_at.millis()).max(0) as f64 / 1000.0;
+        let pack = self.run.plan().pack().name.clone();
+        metrics::histogram!("taskrunner_run_duration_seconds", "pack" => pack).record(seconds);
+        if let Some(target) = self.run.plan().slo().run_p95_seconds
+            && seconds > target as f64
+        {
+            metrics::counter!("taskrunner_slo_breaches_total", "kind" => "run").increment(1);
+        }
     }
 
     /// Applies one event: fold, journal + logs + status in one commit, then act.
@@ -1087,6 +1132,12 @@ impl Actor {
         let sequences = self.runtime.inner.stores.runs.commit(transition).await?;
         for (sequence, log) in sequences.into_iter().zip(logs) {
             let _ = self.logs.send(LogRecord::from_new(sequence, log));
+        }
+        if commands
+            .iter()
+            .any(|c| matches!(c, Command::Finished { .. }))
+        {
+            self.record_finished(at);
         }
         for command in commands {
             self.perform(command).await;
@@ -1164,6 +1215,7 @@ impl Actor {
                 let logs = self.logs.clone();
                 let secrets = self.secrets.clone();
                 tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let outcome = match executor {
                         Some(executor) => {
                             let (line_tx, line_rx) = mpsc::channel(OUTPUT_LINES_CAPACITY);
@@ -1184,6 +1236,17 @@ impl Actor {
                             format!("executor '{uses}' is not available on this host"),
                         ),
                     };
+                    let label = match &outcome {
+                        ExecOutcome::Succeeded { .. } => "succeeded",
+                        ExecOutcome::Failed { .. } => "failed",
+                    };
+                    metrics::counter!("taskrunner_step_attempts_total", "outcome" => label)
+                        .increment(1);
+                    metrics::histogram!(
+                        "taskrunner_step_attempt_duration_seconds",
+                        "outcome" => label
+                    )
+                    .record(started.elapsed().as_secs_f64());
                     let outcome = match outcome {
                         ExecOutcome::Succeeded { outputs } => AttemptOutcome::Succeeded {
                             outputs: mask_map(&secrets, outputs),

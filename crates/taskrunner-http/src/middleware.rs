@@ -183,6 +183,17 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_panic_answers_500_without_its_message() {
+        use http_body_util::BodyExt;
+        let response = panic_response(Box::new(String::from("secret-token leaked")));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("internal_error"), "{text}");
+    }
+
     #[test]
     fn fresh_ids_are_distinct_hex() {
         let (a, b) = (fresh_id(), fresh_id());

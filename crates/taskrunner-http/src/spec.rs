@@ -45,8 +45,9 @@ impl ServedSpec {
             .and_then(Value::as_str)
             .ok_or("the contract has no info.version")?
             .to_owned();
-        let json = serde_json::to_vec_pretty(&document).map_err(|e| e.to_string())?;
-        let yaml = serde_saphyr::to_string(&document).map_err(|e| e.to_string())?;
+        let ordered = TopLevelOrder(&document);
+        let json = serde_json::to_vec_pretty(&ordered).map_err(|e| e.to_string())?;
+        let yaml = serde_saphyr::to_string(&ordered).map_err(|e| e.to_string())?;
         let yaml = yaml.into_bytes();
         let signature = match signing_key {
             Some(seed) => {
@@ -68,6 +69,45 @@ impl ServedSpec {
             signature,
             document,
         })
+    }
+}
+
+/// Serialises the document with its top-level keys in the usual OpenAPI order (`openapi`,
+/// `info`, …, `components`, `tags`) rather than alphabetically; nested objects keep the order
+/// of `serde_json::Map` (sorted), which is deterministic.
+struct TopLevelOrder<'a>(&'a Value);
+
+const TOP_LEVEL_ORDER: &[&str] = &[
+    "openapi",
+    "info",
+    "jsonSchemaDialect",
+    "servers",
+    "security",
+    "paths",
+    "webhooks",
+    "components",
+    "tags",
+    "externalDocs",
+];
+
+impl serde::Serialize for TopLevelOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.0 else {
+            return self.0.serialize(serializer);
+        };
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for key in TOP_LEVEL_ORDER {
+            if let Some(value) = map.get(*key) {
+                out.serialize_entry(key, value)?;
+            }
+        }
+        for (key, value) in map {
+            if !TOP_LEVEL_ORDER.contains(&key.as_str()) {
+                out.serialize_entry(key, value)?;
+            }
+        }
+        out.end()
     }
 }
 

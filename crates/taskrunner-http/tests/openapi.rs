@@ -165,3 +165,17 @@ async fn well_known_describes_and_signs_the_yaml() {
     assert!(body["signature"].as_str().unwrap().starts_with("ed25519:"));
     assert_eq!(body["buildVersion"], "20260101.1");
 }
+
+/// The overlay's request examples are runnable here (they feed contract testing with real runs).
+#[tokio::test]
+async fn the_overlay_examples_run() {
+    let app = app().await;
+    let served = taskrunner_http::ServedSpec::build("test", None).unwrap();
+    for (path, want) in [("/v1/task-runner/simulations", 200), ("/v1/task-runner/runs", 201)] {
+        let example = served.document["paths"][path]["post"]["requestBody"]["content"]
+            ["application/json"]["examples"]["runnable-here"]["value"]
+            .clone();
+        let a = post(&app.router, path, &example).await;
+        assert_eq!(a.status, want, "{path}: {}", String::from_utf8_lossy(&a.bytes));
+    }
+}

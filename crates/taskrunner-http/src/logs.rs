@@ -51,19 +51,16 @@ pub(crate) async fn logs(
     for (key, value) in query_pairs(query.as_deref()) {
         match key {
             "after" => {
-                // Beyond the last possible sequence is simply "nothing yet".
-                after = match value.parse::<u64>() {
-                    Ok(n) => n.min(SEQUENCE_MAX),
-                    Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                        SEQUENCE_MAX
-                    }
-                    Err(_) => {
-                        return Err(ApiError::bad_request(
+                after = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= SEQUENCE_MAX)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
                             "query.after",
-                            "after must be a non-negative integer",
-                        ));
-                    }
-                };
+                            format!("after must be an integer from 0 to {SEQUENCE_MAX}"),
+                        )
+                    })?;
             }
             "follow" => {
                 follow = match value {

@@ -358,11 +358,17 @@ async fn logs_are_ndjson_entries_with_sequences() {
     .unwrap();
     assert_eq!(first["sequence"], 3);
 
-    assert_error(
-        &get(&app.router, &format!("{RUNS}/l-1/logs?after=x")).await,
-        400,
-        "bad_request",
-    );
+    for bad in ["x", "-1", "9223372036854775808"] {
+        assert_error(
+            &get(&app.router, &format!("{RUNS}/l-1/logs?after={bad}")).await,
+            400,
+            "bad_request",
+        );
+    }
+    // The largest sequence is fine: nothing after it.
+    let none = get(&app.router, &format!("{RUNS}/l-1/logs?after=9223372036854775807")).await;
+    assert_eq!(none.status, 200);
+    assert!(none.bytes.is_empty());
     assert_error(
         &get(&app.router, &format!("{RUNS}/l-1/logs?follow=1")).await,
         400,

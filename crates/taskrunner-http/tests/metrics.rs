@@ -24,7 +24,10 @@ async fn requests_runs_and_attempts_are_counted() {
     .await;
     assert_eq!(a.status, 201);
     app.runtime.wait_settled("default", "m-1").await.unwrap();
-    assert_eq!(get(&app.router, "/v1/task-runner/runs/nope").await.status, 404);
+    assert_eq!(
+        get(&app.router, "/v1/task-runner/runs/nope").await.status,
+        404
+    );
 
     let snapshot = snapshotter.snapshot().into_vec();
     let counter = |name: &str, labels: &[(&str, &str)]| -> u64 {
@@ -46,7 +49,11 @@ async fn requests_runs_and_attempts_are_counted() {
     assert_eq!(
         counter(
             "taskrunner_http_requests_total",
-            &[("route", "/v1/task-runner/runs"), ("method", "POST"), ("status", "201")]
+            &[
+                ("route", "/v1/task-runner/runs"),
+                ("method", "POST"),
+                ("status", "201")
+            ]
         ),
         1
     );
@@ -63,7 +70,10 @@ async fn requests_runs_and_attempts_are_counted() {
         1
     );
     assert_eq!(
-        counter("taskrunner_step_attempts_total", &[("outcome", "succeeded")]),
+        counter(
+            "taskrunner_step_attempts_total",
+            &[("outcome", "succeeded")]
+        ),
         1
     );
     assert!(

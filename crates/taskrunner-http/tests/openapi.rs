@@ -171,11 +171,19 @@ async fn well_known_describes_and_signs_the_yaml() {
 async fn the_overlay_examples_run() {
     let app = app().await;
     let served = taskrunner_http::ServedSpec::build("test", None).unwrap();
-    for (path, want) in [("/v1/task-runner/simulations", 200), ("/v1/task-runner/runs", 201)] {
+    for (path, want) in [
+        ("/v1/task-runner/simulations", 200),
+        ("/v1/task-runner/runs", 201),
+    ] {
         let example = served.document["paths"][path]["post"]["requestBody"]["content"]
             ["application/json"]["examples"]["runnable-here"]["value"]
             .clone();
         let a = post(&app.router, path, &example).await;
-        assert_eq!(a.status, want, "{path}: {}", String::from_utf8_lossy(&a.bytes));
+        assert_eq!(
+            a.status,
+            want,
+            "{path}: {}",
+            String::from_utf8_lossy(&a.bytes)
+        );
     }
 }

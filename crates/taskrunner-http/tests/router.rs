@@ -366,7 +366,11 @@ async fn logs_are_ndjson_entries_with_sequences() {
         );
     }
     // The largest sequence is fine: nothing after it.
-    let none = get(&app.router, &format!("{RUNS}/l-1/logs?after=9223372036854775807")).await;
+    let none = get(
+        &app.router,
+        &format!("{RUNS}/l-1/logs?after=9223372036854775807"),
+    )
+    .await;
     assert_eq!(none.status, 200);
     assert!(none.bytes.is_empty());
     assert_error(
@@ -827,4 +831,55 @@ async fn metrics_come_from_the_hook() {
         String::from_utf8(a.bytes).unwrap(),
         "# TYPE x counter\nx 1\n"
     );
+}
+
+#[tokio::test]
+async fn a_follower_that_does_not_read_never_slows_the_run_and_misses_nothing() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let app = app().await;
+    // Far more lines than the live broadcast holds: the follower lags and must catch up from
+    // the store.
+    let manifest = pack(
+        "  steps:\n    - id: chatty\n      run:\n        uses: builtin:shell\n        with:\n          script: |\n            sleep 0.3\n            i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done\n",
+    );
+    post(
+        &app.router,
+        RUNS,
+        &json!({"manifest": manifest, "runId": "slow-1"}),
+    )
+    .await;
+    let response = app
+        .router
+        .clone()
+        .oneshot(
+            req("GET", &format!("{RUNS}/slow-1/logs?follow=true"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // Nobody reads the body while the run goes on; it still finishes.
+    wait_status(&app, "default", "slow-1", RunStatus::Succeeded).await;
+    let bytes = tokio::time::timeout(Duration::from_secs(30), response.into_body().collect())
+        .await
+        .expect("the stream did not end")
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e["sequence"], i as u64 + 1, "gap or duplicate at {i}");
+    }
+    let outputs = entries
+        .iter()
+        .filter(|e| e["eventType"] == "step.output")
+        .count();
+    assert_eq!(outputs, 3000);
+    assert_eq!(entries.last().unwrap()["eventType"], "run.completed");
 }

@@ -207,6 +207,7 @@ async fn decide(
     actor: &str,
 ) -> Result<()> {
     let request = DecisionRequest {
+        caller_scopes: None,
         decision,
         plan_hash: view.plan_hash.clone(),
         actor: actor.to_owned(),

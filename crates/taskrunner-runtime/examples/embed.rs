@@ -99,6 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(parked.status, RunStatus::AwaitingApproval);
 
     let decision = DecisionRequest {
+        caller_scopes: None,
         decision: Decision::Approved,
         plan_hash: view.plan_hash,
         actor: "ops@example.com".into(),

@@ -20,6 +20,10 @@ pub enum RuntimeError {
     /// The run id is taken in this tenant (HTTP 409 `run_exists`).
     #[error("run {0} already exists")]
     RunExists(String),
+    /// The caller lacks a scope the operation needs, e.g. an approval's `grants` (HTTP 403
+    /// `forbidden`).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The decision's plan hash is not the run's (HTTP 409 `plan_hash_mismatch`).
     #[error("plan hash mismatch: the run's plan is {expected}")]
     PlanHashMismatch { expected: String },

@@ -9,7 +9,7 @@
 //! hash) and receives `Recovered`: attempts that were running are failed as `interrupted` and
 //! retried under their policy; timers are re-armed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,8 +24,8 @@ use taskrunner_exec::{ExecOutcome, ExecRequest, ExecutorRegistry, OutputLine, Ou
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest, Step, StepKind};
 use taskrunner_plan::{Plan, PlanError};
 use taskrunner_store::{
-    ArtifactRecord, BlobSource, JournalEntry, LogRecord, NewLog, NewRun, Store, StoreError,
-    Transition,
+    ArtifactRecord, BlobSource, JournalEntry, ListQuery, LogRecord, NewLog, NewRun, Page,
+    RunRecord, Store, StoreError, Transition,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,9 @@ pub struct DecisionRequest {
     pub plan_hash: String,
     pub actor: String,
     pub summary: Option<String>,
+    /// The caller's scopes, checked against the approval's `grants` (SPEC §1.3, rule 16: after
+    /// 404, before the plan hash). `None` = unrestricted (`none` mode, the CLI).
+    pub caller_scopes: Option<BTreeSet<String>>,
 }
 
 /// The answer to a decision: `{status, resumed}`.
@@ -286,7 +289,10 @@ impl Runtime {
                 .runs
                 .queued_count(&request.tenant, &plan.pack().name)
                 .await?;
+            metrics::gauge!("taskrunner_queue_depth", "pack" => plan.pack().name.clone())
+                .set(queued as f64);
             if queued >= max {
+                metrics::counter!("taskrunner_queue_full_total").increment(1);
                 return Err(RuntimeError::QueueFull(queued));
             }
         }
@@ -347,7 +353,7 @@ impl Runtime {
             artifacts,
         };
         match self.inner.stores.runs.create_run(new_run).await {
-            Ok(()) => {}
+            Ok(()) => metrics::counter!("taskrunner_runs_created_total").increment(1),
             Err(StoreError::RunExists) => return Err(RuntimeError::RunExists(run_id)),
             Err(e) => return Err(e.into()),
         }
@@ -426,6 +432,44 @@ impl Runtime {
         }
     }
 
+    /// The stored record of a run (status, pack, times) without replaying its journal, or
+    /// `None` when the tenant has no such run.
+    pub async fn run_record(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Option<RunRecord>, RuntimeError> {
+        Ok(self.inner.stores.runs.get_run(tenant, run_id).await?)
+    }
+
+    /// A page of the tenant's runs, newest first (cursor paging, see `RunStore::list_runs`).
+    /// A malformed cursor or a zero limit is `BadRequest`.
+    pub async fn list_runs(&self, tenant: &str, query: ListQuery) -> Result<Page, RuntimeError> {
+        check_tenant(tenant)?;
+        match self.inner.stores.runs.list_runs(tenant, query).await {
+            Err(StoreError::Invalid(why)) => Err(RuntimeError::BadRequest(why)),
+            other => Ok(other?),
+        }
+    }
+
+    /// The run's artifacts in declared order (SPEC §5.6).
+    pub async fn artifacts(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Vec<ArtifactRecord>, RuntimeError> {
+        match self
+            .inner
+            .stores
+            .artifacts
+            .list_artifacts(tenant, run_id)
+            .await
+        {
+            Err(StoreError::NotFound) => Err(RuntimeError::NotFound(format!("run {run_id}"))),
+            other => Ok(other?),
+        }
+    }
+
     /// Live log entries of an active run, as they are written (`None` once it retired).
     pub fn subscribe_logs(
         &self,
@@ -449,12 +493,14 @@ impl Runtime {
                 Hydrated::Active(handle) => handle,
                 // Terminal: let the engine say which answer or error applies.
                 Hydrated::Terminal(run) => {
-                    return match run.check_decision(
+                    let check = run.check_decision(
                         approval_id,
                         request.decision,
                         &request.actor,
                         &request.plan_hash,
-                    ) {
+                    );
+                    check_grants(&run, approval_id, &check, request.caller_scopes.as_ref())?;
+                    return match check {
                         Ok(check) => Ok(DecisionOutcome {
                             status: request.decision,
                             resumed: check.resume,
@@ -788,11 +834,15 @@ impl Runtime {
             logs: logs.clone(),
             snapshot: snap_rx,
         };
-        self.inner
-            .actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((info.tenant.clone(), info.run_id.clone()), handle.clone());
+        {
+            let mut actors = self
+                .inner
+                .actors
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            actors.insert((info.tenant.clone(), info.run_id.clone()), handle.clone());
+            metrics::gauge!("taskrunner_runs_in_memory").set(actors.len() as f64);
+        }
         let actor = Actor {
             runtime: self.clone(),
             run,
@@ -919,12 +969,14 @@ impl Actor {
             timer.abort();
         }
         let info = self.info();
-        self.runtime
+        let mut actors = self
+            .runtime
             .inner
             .actors
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(info.tenant, info.run_id));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        actors.remove(&(info.tenant, info.run_id));
+        metrics::gauge!("taskrunner_runs_in_memory").set(actors.len() as f64);
     }
 
     async fn process(&mut self, msg: Msg) -> Result<(), RuntimeError> {
@@ -957,16 +1009,21 @@ impl Actor {
         approval_id: &str,
         request: DecisionRequest,
     ) -> Result<DecisionOutcome, RuntimeError> {
-        let check = self
-            .run
-            .check_decision(
-                approval_id,
-                request.decision,
-                &request.actor,
-                &request.plan_hash,
-            )
-            .map_err(decision_error)?;
+        let check = self.run.check_decision(
+            approval_id,
+            request.decision,
+            &request.actor,
+            &request.plan_hash,
+        );
+        check_grants(
+            &self.run,
+            approval_id,
+            &check,
+            request.caller_scopes.as_ref(),
+        )?;
+        let check = check.map_err(decision_error)?;
         if !check.already_applied {
+            self.record_approval_wait(approval_id, request.decision);
             self.handle(Event::ApprovalDecided {
                 approval_id: approval_id.to_owned(),
                 decision: request.decision,
@@ -980,6 +1037,41 @@ impl Actor {
             status: request.decision,
             resumed: check.resume,
         })
+    }
+
+    /// Metrics of a decision on a waiting gate: how long it waited, and whether that broke
+    /// the pack's `approvalP95Seconds` target.
+    fn record_approval_wait(&self, approval_id: &str, decision: Decision) {
+        let now = self.runtime.inner.clock.now().millis();
+        let waited_since = self.run.view().steps.iter().find_map(|s| {
+            (s.approval_id.as_deref() == Some(approval_id)
+                && s.status_reason.as_deref() == Some("awaiting-approval"))
+            .then_some(s.last_transition_at)
+            .flatten()
+        });
+        let Some(since) = waited_since else { return };
+        let waited = (now - since.millis()).max(0) as f64 / 1000.0;
+        metrics::histogram!("taskrunner_approval_wait_seconds", "decision" => decision.as_str())
+            .record(waited);
+        if let Some(target) = self.run.plan().slo().approval_p95_seconds
+            && waited > target as f64
+        {
+            metrics::counter!("taskrunner_slo_breaches_total", "kind" => "approval").increment(1);
+        }
+    }
+
+    /// Metrics of a run that just finished: status, duration, and the `runP95Seconds` target.
+    fn record_finished(&self, at: Timestamp) {
+        let status = self.run.status().as_str();
+        metrics::counter!("taskrunner_runs_finished_total", "status" => status).increment(1);
+        let seconds = (at.millis() - self.run.state().created_at.millis()).max(0) as f64 / 1000.0;
+        let pack = self.run.plan().pack().name.clone();
+        metrics::histogram!("taskrunner_run_duration_seconds", "pack" => pack).record(seconds);
+        if let Some(target) = self.run.plan().slo().run_p95_seconds
+            && seconds > target as f64
+        {
+            metrics::counter!("taskrunner_slo_breaches_total", "kind" => "run").increment(1);
+        }
     }
 
     /// Applies one event: fold, journal + logs + status in one commit, then act.
@@ -1040,6 +1132,12 @@ impl Actor {
         let sequences = self.runtime.inner.stores.runs.commit(transition).await?;
         for (sequence, log) in sequences.into_iter().zip(logs) {
             let _ = self.logs.send(LogRecord::from_new(sequence, log));
+        }
+        if commands
+            .iter()
+            .any(|c| matches!(c, Command::Finished { .. }))
+        {
+            self.record_finished(at);
         }
         for command in commands {
             self.perform(command).await;
@@ -1117,6 +1215,7 @@ impl Actor {
                 let logs = self.logs.clone();
                 let secrets = self.secrets.clone();
                 tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let outcome = match executor {
                         Some(executor) => {
                             let (line_tx, line_rx) = mpsc::channel(OUTPUT_LINES_CAPACITY);
@@ -1137,6 +1236,17 @@ impl Actor {
                             format!("executor '{uses}' is not available on this host"),
                         ),
                     };
+                    let label = match &outcome {
+                        ExecOutcome::Succeeded { .. } => "succeeded",
+                        ExecOutcome::Failed { .. } => "failed",
+                    };
+                    metrics::counter!("taskrunner_step_attempts_total", "outcome" => label)
+                        .increment(1);
+                    metrics::histogram!(
+                        "taskrunner_step_attempt_duration_seconds",
+                        "outcome" => label
+                    )
+                    .record(started.elapsed().as_secs_f64());
                     let outcome = match outcome {
                         ExecOutcome::Succeeded { outputs } => AttemptOutcome::Succeeded {
                             outputs: mask_map(&secrets, outputs),
@@ -1376,6 +1486,36 @@ fn mask_map(secrets: &Secrets, outputs: Map<String, Value>) -> Map<String, Value
     match secrets.mask_value(&Value::Object(outputs)) {
         Value::Object(map) => map,
         _ => Map::new(),
+    }
+}
+
+/// Rule 16: an unknown approval is 404 before anything else; then a caller must hold every scope
+/// the approval's `grants` lists (403) before the plan hash or the run's state are looked at.
+fn check_grants(
+    run: &Run,
+    approval_id: &str,
+    check: &Result<taskrunner_engine::DecisionCheck, taskrunner_engine::Error>,
+    scopes: Option<&BTreeSet<String>>,
+) -> Result<(), RuntimeError> {
+    if let Err(taskrunner_engine::Error::UnknownApproval(id)) = check {
+        return Err(RuntimeError::NotFound(format!("approval {id}")));
+    }
+    let (Some(scopes), Some(approval)) = (scopes, run.plan().approval(approval_id)) else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = approval
+        .grants
+        .iter()
+        .filter(|g| !scopes.contains(*g))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Forbidden(format!(
+            "approval {approval_id} needs the scope(s) {}",
+            missing.join(", ")
+        )))
     }
 }
 

@@ -124,6 +124,7 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
         assert_eq!(parked.status, RunStatus::AwaitingApproval);
         // Wrong hash: nothing recorded.
         let wrong = DecisionRequest {
+            caller_scopes: None,
             decision: Decision::Approved,
             plan_hash: format!("sha256:{}", "0".repeat(64)),
             actor: "alice".into(),
@@ -139,6 +140,7 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
                 "gate-1",
                 "nope",
                 DecisionRequest {
+                    caller_scopes: None,
                     decision: Decision::Approved,
                     plan_hash: plan_hash.clone(),
                     actor: "a".into(),
@@ -160,6 +162,7 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
             "gate-1",
             "go",
             DecisionRequest {
+                caller_scopes: None,
                 decision: Decision::Approved,
                 plan_hash: plan_hash.clone(),
                 actor: "alice".into(),
@@ -178,6 +181,7 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
             "gate-1",
             "go",
             DecisionRequest {
+                caller_scopes: None,
                 decision: Decision::Rejected,
                 plan_hash,
                 actor: "bob".into(),
@@ -310,6 +314,7 @@ async fn parked_runs_leave_memory_and_still_expire() {
             "park-2",
             "later",
             DecisionRequest {
+                caller_scopes: None,
                 decision: Decision::Approved,
                 plan_hash: v2.plan_hash,
                 actor: "a".into(),
@@ -324,4 +329,68 @@ async fn parked_runs_leave_memory_and_still_expire() {
         RunStatus::Succeeded
     );
     let _ = view;
+}
+
+#[tokio::test]
+async fn approval_grants_are_checked_after_404_and_before_the_plan_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = start(dir.path(), StaticSecrets::new()).await;
+    let pack = format!(
+        "{HEADER}spec:\n  approvals: [{{id: go, grants: [packs.approve, security.signoff]}}]\n  steps:\n    - {{id: gate, gate: {{approval: {{id: go}}}}}}\n"
+    );
+    let view = rt.create_run(create(&pack, "grants-1")).await.unwrap();
+    rt.wait_settled("default", "grants-1").await.unwrap();
+    let scopes = |list: &[&str]| Some(list.iter().map(|s| (*s).to_owned()).collect());
+    let request = |hash: &str, caller_scopes| DecisionRequest {
+        decision: Decision::Approved,
+        plan_hash: hash.to_owned(),
+        actor: "alice".into(),
+        summary: None,
+        caller_scopes,
+    };
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    // 404 first: an approval the plan does not use, whatever the scopes.
+    assert!(matches!(
+        rt.decide("default", "grants-1", "nope", request(&wrong, scopes(&[])))
+            .await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    // 403 before the plan hash: one of two grants is not enough.
+    let partial = rt
+        .decide(
+            "default",
+            "grants-1",
+            "go",
+            request(&wrong, scopes(&["packs.approve"])),
+        )
+        .await;
+    match partial {
+        Err(RuntimeError::Forbidden(why)) => assert!(why.contains("security.signoff"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Holding every grant: the hash is checked next, then the decision applies.
+    let both = scopes(&["packs.approve", "security.signoff", "other"]);
+    assert!(matches!(
+        rt.decide("default", "grants-1", "go", request(&wrong, both.clone()))
+            .await,
+        Err(RuntimeError::PlanHashMismatch { .. })
+    ));
+    let outcome = rt
+        .decide("default", "grants-1", "go", request(&view.plan_hash, both))
+        .await
+        .unwrap();
+    assert!(outcome.resumed);
+    let done = rt.wait_settled("default", "grants-1").await.unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded);
+    // A finished run still answers 403 to a caller without the grants (not 409).
+    assert!(matches!(
+        rt.decide(
+            "default",
+            "grants-1",
+            "go",
+            request(&view.plan_hash, scopes(&[]))
+        )
+        .await,
+        Err(RuntimeError::Forbidden(_))
+    ));
 }

@@ -153,7 +153,16 @@ pub(crate) fn run(
             .transitions
             .fetch_add(transitions as u64, Ordering::Relaxed);
         stats.max_batch.fetch_max(weight as u64, Ordering::Relaxed);
-        match apply_batch(&mut conn, batch) {
+        // Metrics (recorded into whatever recorder the binary installed; no-ops otherwise).
+        metrics::histogram!("taskrunner_journal_commit_batch_size").record(weight as f64);
+        let started = std::time::Instant::now();
+        let outcome = apply_batch(&mut conn, batch);
+        metrics::histogram!(
+            "taskrunner_journal_commit_seconds",
+            "outcome" => if outcome.is_ok() { "ok" } else { "error" }
+        )
+        .record(started.elapsed().as_secs_f64());
+        match outcome {
             Ok(()) => stats.batches.fetch_add(1, Ordering::Relaxed),
             Err(()) => stats.failed_batches.fetch_add(1, Ordering::Relaxed),
         };

@@ -27,11 +27,17 @@ use crate::{StoreError, sha256_hex};
 ///
 /// ```ignore
 /// taskrunner_store::conformance_tests!(|| async { Store::new(MemoryStore::new()) });
+/// // An adapter needing a service: each case first awaits `available()` and returns early
+/// // (after the adapter printed why) when it answers false.
+/// taskrunner_store::conformance_tests!(available: || async { db_reachable().await }, factory);
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
-        $crate::conformance_tests!(@cases $factory;
+        $crate::conformance_tests!(available: || async { true }, $factory);
+    };
+    (available: $available:expr, $factory:expr) => {
+        $crate::conformance_tests!(@cases $available, $factory;
             create_and_get,
             create_existing_is_run_exists,
             invalid_records_are_refused_and_nothing_is_written,
@@ -61,10 +67,13 @@ macro_rules! conformance_tests {
             lease_wakeups_on_create_handoff_and_foreign_commit
         );
     };
-    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+    (@cases $available:expr, $factory:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
+                if !($available)().await {
+                    return;
+                }
                 $crate::conformance::$case($factory).await;
             }
         )*

@@ -42,7 +42,10 @@ async fn listen_once(config: &tokio_postgres::Config, hub: &WakeHub) -> Result<(
         }
         "connection closed".to_owned()
     });
-    if let Err(e) = client.batch_execute(&format!("LISTEN {WAKEUP_CHANNEL}")).await {
+    if let Err(e) = client
+        .batch_execute(&format!("LISTEN {WAKEUP_CHANNEL}"))
+        .await
+    {
         driver.abort();
         return Err(e.to_string());
     }

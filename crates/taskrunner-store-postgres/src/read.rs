@@ -130,11 +130,10 @@ pub(crate) async fn load_journal<C: GenericClient>(
 }
 
 pub(crate) async fn active_runs<C: GenericClient>(c: &C) -> StoreResult<Vec<(String, String)>> {
-    let sql = format!("SELECT tenant, run_id FROM runs WHERE status IN {ACTIVE} ORDER BY tenant, run_id");
+    let sql =
+        format!("SELECT tenant, run_id FROM runs WHERE status IN {ACTIVE} ORDER BY tenant, run_id");
     let rows = c.query(&sql, &[]).await.map_err(db_error)?;
-    rows.iter()
-        .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
-        .collect()
+    rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?))).collect()
 }
 
 pub(crate) async fn due_runs<C: GenericClient>(
@@ -202,10 +201,7 @@ pub(crate) async fn list_artifacts<C: GenericClient>(
         "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE tenant = $1 AND run_id = $2 \
          ORDER BY position"
     );
-    let rows = c
-        .query(&sql, &[&tenant, &run_id])
-        .await
-        .map_err(db_error)?;
+    let rows = c.query(&sql, &[&tenant, &run_id]).await.map_err(db_error)?;
     let records = decode_all(&rows, artifact_from_row)?;
     records.iter().try_for_each(validate::artifact_loaded)?;
     Ok(records)

@@ -8,13 +8,21 @@ use tokio_postgres::error::SqlState;
 /// Maps a driver error: every one is `Backend` (decoding goes through [`get`]).
 pub(crate) fn db_error(err: tokio_postgres::Error) -> StoreError {
     match err.as_db_error() {
-        Some(db) => StoreError::Backend(format!(
-            "postgres {}: {}",
-            db.code().code(),
-            db.message()
-        )),
-        None => StoreError::Backend(format!("postgres: {err}")),
+        Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
+        None => StoreError::Backend(format!("postgres: {}", describe(&err))),
     }
+}
+
+/// The error with its causes (the driver's own message is often just "error connecting").
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 /// Whether the error is a deadlock or serialization failure (the batch may be retried).

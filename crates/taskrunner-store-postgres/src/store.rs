@@ -25,6 +25,7 @@ struct Inner {
     pool: Pool,
     artifact_dir: PathBuf,
     queue: mpsc::Sender<Request>,
+    /// The writer task; it ends by itself when `queue` is dropped.
     writer: JoinHandle<()>,
     listener: Option<JoinHandle<()>>,
     stats: Arc<StatsCells>,
@@ -33,12 +34,11 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Requests already queued are answered: the writer drains the queue once every sender
-        // is gone. The listener has nothing to finish.
+        // Requests already queued are answered: the writer task drains the queue and ends once
+        // every sender (this `queue`) is gone. The listener has nothing to finish.
         if let Some(listener) = self.listener.take() {
             listener.abort();
         }
-        let _ = &self.writer;
     }
 }
 
@@ -72,12 +72,17 @@ impl PostgresStore {
     pub async fn connect(config: PostgresConfig) -> StoreResult<Self> {
         let config = config.clamped();
         let pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
-            StoreError::Invalid(format!("database url is not a PostgreSQL connection string: {e}"))
+            StoreError::Invalid(format!(
+                "database url is not a PostgreSQL connection string: {e}"
+            ))
         })?;
         tokio::fs::create_dir_all(config.artifact_dir.join("artifacts")).await?;
         {
             let (mut client, connection) = pg.connect(NoTls).await.map_err(|e| {
-                StoreError::Backend(format!("cannot connect to PostgreSQL: {e}"))
+                StoreError::Backend(format!(
+                    "cannot connect to PostgreSQL: {}",
+                    crate::rows::describe(&e)
+                ))
             })?;
             let driver = tokio::spawn(connection);
             let migrated = schema::migrate(&mut client).await;

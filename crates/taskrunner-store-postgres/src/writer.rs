@@ -67,7 +67,9 @@ impl Op {
     fn keys(&self, out: &mut Vec<(String, String)>) {
         match self {
             Op::Create(_) => {}
-            Op::Commit(ts) => out.extend(ts.iter().map(|(t, _)| (t.tenant.clone(), t.run_id.clone()))),
+            Op::Commit(ts) => {
+                out.extend(ts.iter().map(|(t, _)| (t.tenant.clone(), t.run_id.clone())))
+            }
             Op::AppendLogs { tenant, run_id, .. } | Op::Upsert { tenant, run_id, .. } => {
                 out.push((tenant.clone(), run_id.clone()));
             }
@@ -250,8 +252,11 @@ async fn apply_batch(pool: &Pool, ops: &[Op]) -> Result<Vec<Outcome>, BatchError
                 record,
                 fence,
             } => Outcome::Unit(
-                in_savepoint(&tx, upsert_artifact(&tx, tenant, run_id, record, fence.as_ref()))
-                    .await?,
+                in_savepoint(
+                    &tx,
+                    upsert_artifact(&tx, tenant, run_id, record, fence.as_ref()),
+                )
+                .await?,
             ),
         });
     }

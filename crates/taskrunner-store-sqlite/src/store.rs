@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::SqliteConfig;
 use crate::read::{self, ReadPool};
 use crate::rows::db_error;
-use crate::writer::{self, BatchStats, LeaseOp, Request, StatsCells};
 use crate::schema;
+use crate::writer::{self, BatchStats, LeaseOp, Request, StatsCells};
 use taskrunner_store::blob_dir as blobs;
 
 /// File name of the database inside the data directory.

@@ -745,7 +745,11 @@ fn lease_op(conn: &Connection, op: LeaseOp) -> StoreResult<Vec<Lease>> {
                 .map_err(db_error)?;
             let rows = stmt
                 .query_map(params![owner, expires], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })
                 .map_err(db_error)?;
             let mut out = Vec::new();

@@ -11,12 +11,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
-use crate::blob::{
-    ARTIFACT_BYTES_MAX, digest_of_stored_path, hex, sha256_hex, stored_path_for,
-};
+use crate::blob::{ARTIFACT_BYTES_MAX, digest_of_stored_path, hex, sha256_hex, stored_path_for};
 use crate::error::{StoreError, StoreResult};
 use crate::records::{BlobSource, StoredBlob};
+use sha2::{Digest, Sha256};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::lease::{Lease, LeaseStore, Release, Wakeup};
 use crate::ports::Store;
 use crate::records::{
     ArtifactRecord, BlobSource, JournalEntry, ListQuery, LogRecord, NewLog, NewRun, Snapshot,
     Transition, artifact, status,
 };
-use crate::lease::{Lease, LeaseStore, Release, Wakeup};
 use crate::{StoreError, sha256_hex};
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling
@@ -1646,7 +1646,10 @@ where
         .upsert_artifact_fenced(&new, pending_artifact("extra", artifact::KIND_OBJECT))
         .await
         .expect("upsert");
-    leases.release(&new, Release::Handoff).await.expect("release");
+    leases
+        .release(&new, Release::Handoff)
+        .await
+        .expect("release");
     // After its release, the new holder's lease is stale too.
     let t = next(&store, T, "r", 1, 0).await;
     assert!(matches!(
@@ -1689,7 +1692,10 @@ where
             .iter()
             .find(|h| h.run_id == r.run_id)
             .expect("same runs");
-        assert_eq!(r.fencing_token, before.fencing_token, "renew keeps the token");
+        assert_eq!(
+            r.fencing_token, before.fencing_token,
+            "renew keeps the token"
+        );
         assert!(r.expires_at_ms > before.expires_at_ms, "renew extends");
     }
     assert!(
@@ -1776,7 +1782,10 @@ where
     let mut t = next(&store, T, "gate", 1, 0).await;
     t.status = Some(status::SUCCEEDED.to_owned());
     leases.commit_fenced(&gate, t).await.expect("finish");
-    leases.release(&gate, Release::Handoff).await.expect("release");
+    leases
+        .release(&gate, Release::Handoff)
+        .await
+        .expect("release");
     assert!(
         leases
             .claim("replica-3", 10, TTL)
@@ -1818,7 +1827,10 @@ where
         .await
         .expect("claim_run")
         .expect("own run");
-    assert_eq!(again.fencing_token, a.fencing_token, "re-claiming keeps the token");
+    assert_eq!(
+        again.fencing_token, a.fencing_token,
+        "re-claiming keeps the token"
+    );
     leases.release(&again, Release::Park).await.expect("park");
     let b = leases
         .claim_run("replica-2", T, "r", TTL)
@@ -1884,10 +1896,7 @@ where
         Err(StoreError::Invalid(_))
     ));
     // Nothing was claimed by the refused calls.
-    assert_eq!(
-        leases.claim("ok", 10, TTL).await.expect("claim").len(),
-        1
-    );
+    assert_eq!(leases.claim("ok", 10, TTL).await.expect("claim").len(), 1);
 }
 
 async fn next_wakeup(stream: &mut crate::WakeStream) -> Wakeup {
@@ -1915,8 +1924,7 @@ where
             .await
             .expect("create");
         created += 1;
-        if let Ok(Some(w)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await
-        {
+        if let Ok(Some(w)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
             break w;
         }
         assert!(created < 20, "no wake-up for created runs");
@@ -1936,7 +1944,10 @@ where
         .expect("free");
     let t = next(&store, T, "w0", 1, 0).await;
     leases.commit_fenced(&held, t).await.expect("fenced");
-    leases.release(&held, Release::Handoff).await.expect("release");
+    leases
+        .release(&held, Release::Handoff)
+        .await
+        .expect("release");
     assert_eq!(
         next_wakeup(&mut stream).await,
         Wakeup {

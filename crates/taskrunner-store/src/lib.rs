@@ -26,9 +26,9 @@ pub use blob::{
 pub use cursor::{Cursor, page_limit};
 pub use error::{StoreError, StoreResult};
 pub use lease::{
-    CLAIM_LIMIT_MAX, LEASE_OWNER_BYTES_MAX, LEASE_TTL_MAX, Lease, LeaseState, LeaseStore,
-    Release, WAKEUP_CHANNEL, WakeHub, WakeStream, Wakeup, check_claim, check_lease,
-    check_lease_matches, check_owner, check_ttl, system_now_ms, to_i64_token,
+    CLAIM_LIMIT_MAX, LEASE_OWNER_BYTES_MAX, LEASE_TTL_MAX, Lease, LeaseState, LeaseStore, Release,
+    WAKEUP_CHANNEL, WakeHub, WakeStream, Wakeup, check_claim, check_lease, check_lease_matches,
+    check_owner, check_ttl, system_now_ms, to_i64_token,
 };
 pub use memory::MemoryStore;
 pub use ports::{

@@ -26,7 +26,13 @@ pub async fn available() -> bool {
         Ok(config) => {
             let mut config = config;
             config.connect_timeout(std::time::Duration::from_secs(5));
-            config.connect(NoTls).await.map(|_| ()).map_err(|e| e.to_string())
+            config.connect(NoTls).await.map(|_| ()).map_err(|e| {
+                let mut msg = e.to_string();
+                if let Some(cause) = std::error::Error::source(&e) {
+                    msg.push_str(&format!(": {cause}"));
+                }
+                msg
+            })
         }
         Err(e) => Err(e.to_string()),
     };

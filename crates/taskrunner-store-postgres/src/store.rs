@@ -24,9 +24,8 @@ use crate::{leases, notify, read, schema};
 struct Inner {
     pool: Pool,
     artifact_dir: PathBuf,
+    /// To the writer task, which ends by itself once this sender is dropped.
     queue: mpsc::Sender<Request>,
-    /// The writer task; it ends by itself when `queue` is dropped.
-    writer: JoinHandle<()>,
     listener: Option<JoinHandle<()>>,
     stats: Arc<StatsCells>,
     wake: WakeHub,
@@ -105,7 +104,7 @@ impl PostgresStore {
             .map_err(pool_error)?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let stats = Arc::new(StatsCells::default());
-        let writer = tokio::spawn(writer::run(
+        tokio::spawn(writer::run(
             pool.clone(),
             rx,
             config.max_batch,
@@ -120,7 +119,6 @@ impl PostgresStore {
                 pool,
                 artifact_dir: config.artifact_dir,
                 queue: tx,
-                writer,
                 listener,
                 stats,
                 wake,

@@ -154,3 +154,22 @@ pub(crate) const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000):
 
 /// The active statuses, as a SQL list.
 pub(crate) const ACTIVE: &str = "('Pending', 'Running', 'AwaitingApproval')";
+
+#[cfg(test)]
+mod tests {
+    use taskrunner_store::status;
+
+    #[test]
+    fn the_active_sql_list_is_the_active_statuses() {
+        let listed: Vec<&str> = super::ACTIVE
+            .trim_matches(['(', ')'])
+            .split(", ")
+            .map(|s| s.trim_matches('\''))
+            .collect();
+        let active: Vec<&str> = status::ALL
+            .into_iter()
+            .filter(|s| status::is_active(s))
+            .collect();
+        assert_eq!(listed, active);
+    }
+}

@@ -307,3 +307,107 @@ pub fn system_now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakeup_payload_round_trips_and_garbage_is_refused() {
+        let w = Wakeup {
+            tenant: "acme".to_owned(),
+            run_id: "run-1".to_owned(),
+        };
+        assert_eq!(w.payload(), "acme/run-1");
+        assert_eq!(Wakeup::parse(&w.payload()), Some(w));
+        for bad in [
+            "",
+            "acme",
+            "acme/",
+            "/run",
+            "Acme/run",
+            "acme/a/b",
+            "acme/run 1",
+        ] {
+            assert_eq!(Wakeup::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ttl_and_owner_limits() {
+        assert_eq!(check_ttl(Duration::from_millis(1)), Ok(1));
+        assert_eq!(check_ttl(LEASE_TTL_MAX), Ok(10_000));
+        assert!(check_ttl(Duration::ZERO).is_err());
+        assert!(check_ttl(LEASE_TTL_MAX + Duration::from_millis(1)).is_err());
+        assert!(check_owner("replica-1/4242").is_ok());
+        assert!(check_owner("").is_err());
+        assert!(check_owner("a b").is_err());
+        assert!(check_owner(&"x".repeat(LEASE_OWNER_BYTES_MAX + 1)).is_err());
+        assert!(to_i64_token(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn claimable_follows_owner_expiry_and_parking() {
+        let free = LeaseState::default();
+        assert!(free.claimable(None, 100));
+        let parked = LeaseState {
+            parked: true,
+            ..LeaseState::default()
+        };
+        assert!(!parked.claimable(None, 100));
+        assert!(!parked.claimable(Some(101), 100));
+        assert!(parked.claimable(Some(100), 100));
+        let held = LeaseState {
+            owner: Some("a".to_owned()),
+            token: 3,
+            expires_at_ms: Some(200),
+            parked: false,
+        };
+        assert!(!held.claimable(None, 199));
+        assert!(
+            held.claimable(Some(i64::MAX), 200),
+            "expired: wake time ignored"
+        );
+        assert!(held.held_by_other("b", 199));
+        assert!(!held.held_by_other("a", 199));
+        assert!(!held.held_by_other("b", 200));
+    }
+
+    #[test]
+    fn fence_needs_owner_and_token() {
+        let state = LeaseState {
+            owner: Some("a".to_owned()),
+            token: 3,
+            expires_at_ms: Some(0),
+            parked: false,
+        };
+        let lease = Lease {
+            tenant: "t".to_owned(),
+            run_id: "r".to_owned(),
+            owner: "a".to_owned(),
+            fencing_token: 3,
+            expires_at_ms: 0,
+        };
+        assert_eq!(
+            state.fence(&lease),
+            Ok(()),
+            "expired but not taken over: still current"
+        );
+        let old = Lease {
+            fencing_token: 2,
+            ..lease.clone()
+        };
+        assert_eq!(
+            state.fence(&old),
+            Err(StoreError::StaleFencingToken {
+                presented: 2,
+                current: 3
+            })
+        );
+        let other = Lease {
+            owner: "b".to_owned(),
+            ..lease
+        };
+        assert!(state.fence(&other).is_err());
+    }
+}

@@ -16,7 +16,40 @@ use taskrunner_store::{
     Transition, WAKEUP_CHANNEL, Wakeup, validate,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Transaction;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+/// The writer's transaction: statements are prepared once per connection and cached.
+type Transaction<'a> = deadpool_postgres::Transaction<'a>;
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+async fn exec(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.execute(&statement, params).await
+}
+
+async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query(&statement, params).await
+}
+
+async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query_opt(&statement, params).await
+}
 
 use crate::rows::{db_error, get, is_retryable, is_unique_violation, to_i64, to_u64};
 
@@ -218,7 +251,8 @@ async fn apply_batch(pool: &Pool, ops: &[Op]) -> Result<Vec<Outcome>, BatchError
     keys.dedup();
     if !keys.is_empty() {
         let (tenants, run_ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-        tx.query(
+        query(
+            &tx,
             "SELECT 1 FROM runs WHERE (tenant, run_id) IN \
              (SELECT * FROM unnest($1::text[], $2::text[])) \
              ORDER BY tenant, run_id FOR UPDATE",
@@ -301,15 +335,15 @@ struct Heads {
 }
 
 async fn heads(tx: &Transaction<'_>, tenant: &str, run_id: &str) -> OpResult<Heads> {
-    let row = tx
-        .query_opt(
-            "SELECT journal_len, journal_head, log_len, artifact_count, lease_owner, \
+    let row = query_opt(
+        tx,
+        "SELECT journal_len, journal_head, log_len, artifact_count, lease_owner, \
              lease_token, lease_expires_at_ms, lease_parked FROM runs \
              WHERE tenant = $1 AND run_id = $2 FOR UPDATE",
-            &[&tenant, &run_id],
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        &[&tenant, &run_id],
+    )
+    .await?
+    .ok_or(StoreError::NotFound)?;
     Ok(Heads {
         journal_len: to_u64(get(&row, 0)?, "journal_len")?,
         journal_head: get(&row, 1)?,
@@ -341,7 +375,8 @@ async fn insert_journal(
     let payload: Vec<&str> = entries.iter().map(|e| e.payload_json.as_str()).collect();
     let prev: Vec<&str> = entries.iter().map(|e| e.prev_hash.as_str()).collect();
     let hash: Vec<&str> = entries.iter().map(|e| e.hash.as_str()).collect();
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO journal (tenant, run_id, seq, at_ms, payload_json, prev_hash, hash) \
          SELECT $1, $2, * FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], \
          $7::text[])",
@@ -373,7 +408,8 @@ async fn insert_logs(
     let message: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
     let step: Vec<Option<&str>> = logs.iter().map(|l| l.step_id.as_deref()).collect();
     let meta: Vec<&str> = logs.iter().map(|l| l.metadata_json.as_str()).collect();
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO logs (tenant, run_id, sequence, timestamp_ms, level, event_type, message, \
          step_id, metadata_json) SELECT $1, $2, * FROM unnest($3::bigint[], $4::bigint[], \
          $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
@@ -393,7 +429,8 @@ async fn insert_artifact(
     a: &ArtifactRecord,
 ) -> OpResult<()> {
     let size = a.size_bytes.map(|s| to_i64(s, "size_bytes")).transpose()?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO artifacts (tenant, run_id, name, position, kind, source_path, stored_path, \
          status, notes, captured_at_ms, expression_json, sha256, size_bytes) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -423,38 +460,37 @@ async fn notify(tx: &Transaction<'_>, tenant: &str, run_id: &str) -> OpResult<()
         run_id: run_id.to_owned(),
     }
     .payload();
-    tx.execute("SELECT pg_notify($1, $2)", &[&WAKEUP_CHANNEL, &payload])
-        .await?;
+    exec(tx, "SELECT pg_notify($1, $2)", &[&WAKEUP_CHANNEL, &payload]).await?;
     Ok(())
 }
 
 async fn create(tx: &Transaction<'_>, run: &NewRun) -> OpResult<()> {
     // A concurrent create of the same id by another replica waits on the primary key and then
     // fails with a unique violation, mapped to `RunExists` too.
-    let inserted = tx
-        .execute(
-            "INSERT INTO runs (tenant, run_id, pack_name, pack_version, plan_hash, plan_json, \
+    let inserted = exec(
+        tx,
+        "INSERT INTO runs (tenant, run_id, pack_name, pack_version, plan_hash, plan_json, \
              created_at_ms, updated_at_ms, status, next_wake_at_ms, journal_len, journal_head, \
              log_len, artifact_count, host_digest, snapshot_seq, snapshot_json) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, NULL, $9, $10, $11, $12, $13, NULL, NULL) \
              ON CONFLICT (tenant, run_id) DO NOTHING",
-            &[
-                &run.tenant,
-                &run.run_id,
-                &run.pack_name,
-                &run.pack_version,
-                &run.plan_hash,
-                &run.plan_json,
-                &run.created_at_ms,
-                &run.status,
-                &to_i64(run.journal.len() as u64, "journal_len")?,
-                &run.journal.last().map(|e| e.hash.as_str()),
-                &to_i64(run.logs.len() as u64, "log_len")?,
-                &to_i64(run.artifacts.len() as u64, "artifact_count")?,
-                &run.host_digest,
-            ],
-        )
-        .await?;
+        &[
+            &run.tenant,
+            &run.run_id,
+            &run.pack_name,
+            &run.pack_version,
+            &run.plan_hash,
+            &run.plan_json,
+            &run.created_at_ms,
+            &run.status,
+            &to_i64(run.journal.len() as u64, "journal_len")?,
+            &run.journal.last().map(|e| e.hash.as_str()),
+            &to_i64(run.logs.len() as u64, "log_len")?,
+            &to_i64(run.artifacts.len() as u64, "artifact_count")?,
+            &run.host_digest,
+        ],
+    )
+    .await?;
     if inserted == 0 {
         return Err(StoreError::RunExists.into());
     }
@@ -500,7 +536,8 @@ async fn commit(tx: &Transaction<'_>, t: &Transition, fence: Option<&Lease>) -> 
     // An unfenced commit is a state change by a non-holder (a decision, a cancel): it unparks
     // the run and wakes the replicas.
     let unpark = fence.is_none();
-    tx.execute(
+    exec(
+        tx,
         "UPDATE runs SET journal_len = $3, journal_head = $4, log_len = $5, \
          updated_at_ms = $6, status = COALESCE($7, status), \
          next_wake_at_ms = CASE WHEN $8 THEN $9 ELSE next_wake_at_ms END, \
@@ -543,7 +580,8 @@ async fn append_logs(
         h.lease.fence(lease)?;
     }
     let seqs = insert_logs(tx, tenant, run_id, h.log_len, logs).await?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE runs SET log_len = $3 WHERE tenant = $1 AND run_id = $2",
         &[
             &tenant,
@@ -567,27 +605,27 @@ async fn upsert_artifact(
         h.lease.fence(lease)?;
     }
     let size = a.size_bytes.map(|s| to_i64(s, "size_bytes")).transpose()?;
-    let updated = tx
-        .execute(
-            "UPDATE artifacts SET kind = $4, source_path = $5, stored_path = $6, status = $7, \
+    let updated = exec(
+        tx,
+        "UPDATE artifacts SET kind = $4, source_path = $5, stored_path = $6, status = $7, \
              notes = $8, captured_at_ms = $9, expression_json = $10, sha256 = $11, \
              size_bytes = $12 WHERE tenant = $1 AND run_id = $2 AND name = $3",
-            &[
-                &tenant,
-                &run_id,
-                &a.name,
-                &a.kind,
-                &a.source_path,
-                &a.stored_path,
-                &a.status,
-                &a.notes,
-                &a.captured_at_ms,
-                &a.expression_json,
-                &a.sha256,
-                &size,
-            ],
-        )
-        .await?;
+        &[
+            &tenant,
+            &run_id,
+            &a.name,
+            &a.kind,
+            &a.source_path,
+            &a.stored_path,
+            &a.status,
+            &a.notes,
+            &a.captured_at_ms,
+            &a.expression_json,
+            &a.sha256,
+            &size,
+        ],
+    )
+    .await?;
     if updated > 0 {
         return Ok(());
     }
@@ -599,7 +637,8 @@ async fn upsert_artifact(
         .into());
     }
     insert_artifact(tx, tenant, run_id, h.artifact_count, a).await?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE runs SET artifact_count = $3 WHERE tenant = $1 AND run_id = $2",
         &[
             &tenant,

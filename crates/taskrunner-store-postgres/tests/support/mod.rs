@@ -75,6 +75,33 @@ pub fn with_dbname(url: &str, dbname: &str) -> String {
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Drops test databases left behind by test processes that no longer exist (killed runs).
+async fn sweep_leftovers(admin: &tokio_postgres::Client) {
+    if SWEPT.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let Ok(rows) = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'taskrunner\\_test\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
 
 /// A database created for one test, dropped (connections forced off) on drop.
 #[derive(Debug)]
@@ -94,8 +121,9 @@ impl TestDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        admin()
-            .await
+        let admin = admin().await;
+        sweep_leftovers(&admin).await;
+        admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");

@@ -9,7 +9,6 @@
 //! Architecture invariant: this crate implements `taskrunner-store`'s ports and passes its
 //! conformance suite; it knows nothing of the engine.
 
-mod blobs;
 mod config;
 mod read;
 mod rows;

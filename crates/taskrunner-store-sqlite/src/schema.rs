@@ -7,7 +7,10 @@ use taskrunner_store::StoreError;
 use crate::rows::db_error;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    ("0002_leases", include_str!("../migrations/0002_leases.sql")),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

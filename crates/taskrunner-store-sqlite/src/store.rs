@@ -8,16 +8,18 @@ use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 use taskrunner_store::{
     ArtifactRecord, ArtifactStore, BlobSource, COMMIT_MANY_MAX, JournalEntry, LOGS_LIMIT_MAX,
-    ListQuery, LogRecord, LogStore, NewLog, NewRun, Page, RunRecord, RunStore, StoreError,
-    StoreFuture, StoreResult, StoredBlob, Transition, page_limit, validate,
+    Lease, LeaseStore, ListQuery, LogRecord, LogStore, NewLog, NewRun, Page, Release, RunRecord,
+    RunStore, StoreError, StoreFuture, StoreResult, StoredBlob, Transition, WakeHub, WakeStream,
+    page_limit, validate,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::SqliteConfig;
 use crate::read::{self, ReadPool};
 use crate::rows::db_error;
-use crate::writer::{self, BatchStats, Request, StatsCells};
-use crate::{blobs, schema};
+use crate::schema;
+use crate::writer::{self, BatchStats, LeaseOp, Request, StatsCells};
+use taskrunner_store::blob_dir as blobs;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "taskrunner.db";
@@ -30,6 +32,7 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     reads: ReadPool,
     stats: Arc<StatsCells>,
+    wake: WakeHub,
 }
 
 impl Drop for Inner {
@@ -111,6 +114,7 @@ impl SqliteStore {
                 queue: Some(tx),
                 writer: Some(handle),
                 stats,
+                wake: WakeHub::default(),
             }),
         })
     }
@@ -123,6 +127,20 @@ impl SqliteStore {
     /// Group-commit counters so far.
     pub fn stats(&self) -> BatchStats {
         self.inner.stats.snapshot()
+    }
+
+    /// Commits one (stateless-checked) transition, fenced or not.
+    async fn commit_one(
+        &self,
+        transition: Transition,
+        fence: Option<Lease>,
+    ) -> StoreResult<Vec<u64>> {
+        let mut results = self
+            .write(|reply| Request::Commit(vec![(transition, fence)], reply))
+            .await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Backend("writer returned no result".to_owned())))
     }
 
     /// Queues a write and waits for its answer (sent after the batch commit).
@@ -141,7 +159,10 @@ impl RunStore for SqliteStore {
     fn create_run(&self, run: NewRun) -> StoreFuture<'_, ()> {
         async move {
             validate::new_run(&run)?;
-            self.write(|reply| Request::Create(run, reply)).await
+            let (tenant, run_id) = (run.tenant.clone(), run.run_id.clone());
+            self.write(|reply| Request::Create(run, reply)).await?;
+            self.inner.wake.send(&tenant, &run_id);
+            Ok(())
         }
         .boxed()
     }
@@ -183,12 +204,12 @@ impl RunStore for SqliteStore {
     fn commit(&self, transition: Transition) -> StoreFuture<'_, Vec<u64>> {
         async move {
             validate::transition(&transition)?;
-            let mut results = self
-                .write(|reply| Request::Commit(vec![transition], reply))
-                .await?;
-            results
-                .pop()
-                .unwrap_or_else(|| Err(StoreError::Backend("writer returned no result".to_owned())))
+            let (tenant, run_id) = (transition.tenant.clone(), transition.run_id.clone());
+            let result = self.commit_one(transition, None).await;
+            if result.is_ok() {
+                self.inner.wake.send(&tenant, &run_id);
+            }
+            result
         }
         .boxed()
     }
@@ -218,12 +239,22 @@ impl RunStore for SqliteStore {
                     Err(e) => results.push(Some(Err(e))),
                 }
             }
-            let mut written = if valid.is_empty() {
+            let keys: Vec<(String, String)> = valid
+                .iter()
+                .map(|t: &Transition| (t.tenant.clone(), t.run_id.clone()))
+                .collect();
+            let valid = valid.into_iter().map(|t| (t, None)).collect();
+            let written = if keys.is_empty() {
                 Vec::new()
             } else {
                 self.write(|reply| Request::Commit(valid, reply)).await?
+            };
+            for ((tenant, run_id), r) in keys.iter().zip(&written) {
+                if r.is_ok() {
+                    self.inner.wake.send(tenant, run_id);
+                }
             }
-            .into_iter();
+            let mut written = written.into_iter();
             results
                 .into_iter()
                 .map(|r| match r {
@@ -315,6 +346,7 @@ impl LogStore for SqliteStore {
                 tenant,
                 run_id,
                 logs,
+                fence: None,
                 reply,
             })
             .await
@@ -363,6 +395,7 @@ impl ArtifactStore for SqliteStore {
                 tenant,
                 run_id,
                 record,
+                fence: None,
                 reply,
             })
             .await
@@ -395,5 +428,139 @@ impl ArtifactStore for SqliteStore {
                 .map_err(|e| StoreError::Backend(format!("artifact task failed: {e}")))?
         }
         .boxed()
+    }
+}
+
+impl LeaseStore for SqliteStore {
+    fn claim<'a>(
+        &'a self,
+        owner: &'a str,
+        limit: usize,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, Vec<Lease>> {
+        async move {
+            let ttl_ms = taskrunner_store::check_claim(owner, limit, ttl)?;
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let op = LeaseOp::Claim {
+                owner: owner.to_owned(),
+                limit,
+                ttl_ms,
+                now_ms: taskrunner_store::system_now_ms(),
+            };
+            self.write(|reply| Request::Lease(op, reply)).await
+        }
+        .boxed()
+    }
+
+    fn claim_run<'a>(
+        &'a self,
+        owner: &'a str,
+        tenant: &'a str,
+        run_id: &'a str,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, Option<Lease>> {
+        async move {
+            let ttl_ms = taskrunner_store::check_claim(owner, 1, ttl)?;
+            validate::run_key(tenant, run_id)?;
+            let op = LeaseOp::ClaimRun {
+                owner: owner.to_owned(),
+                tenant: tenant.to_owned(),
+                run_id: run_id.to_owned(),
+                ttl_ms,
+                now_ms: taskrunner_store::system_now_ms(),
+            };
+            Ok(self.write(|reply| Request::Lease(op, reply)).await?.pop())
+        }
+        .boxed()
+    }
+
+    fn renew<'a>(
+        &'a self,
+        owner: &'a str,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, Vec<Lease>> {
+        async move {
+            let ttl_ms = taskrunner_store::check_claim(owner, 0, ttl)?;
+            let op = LeaseOp::Renew {
+                owner: owner.to_owned(),
+                ttl_ms,
+                now_ms: taskrunner_store::system_now_ms(),
+            };
+            self.write(|reply| Request::Lease(op, reply)).await
+        }
+        .boxed()
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease, mode: Release) -> StoreFuture<'a, ()> {
+        async move {
+            taskrunner_store::check_lease(lease)?;
+            let op = LeaseOp::Release(lease.clone(), mode);
+            self.write(|reply| Request::Lease(op, reply)).await?;
+            if mode == Release::Handoff {
+                self.inner.wake.send(&lease.tenant, &lease.run_id);
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn commit_fenced<'a>(
+        &'a self,
+        lease: &'a Lease,
+        transition: Transition,
+    ) -> StoreFuture<'a, Vec<u64>> {
+        async move {
+            taskrunner_store::check_lease(lease)?;
+            taskrunner_store::check_lease_matches(lease, &transition)?;
+            validate::transition(&transition)?;
+            self.commit_one(transition, Some(lease.clone())).await
+        }
+        .boxed()
+    }
+
+    fn append_logs_fenced<'a>(
+        &'a self,
+        lease: &'a Lease,
+        logs: Vec<NewLog>,
+    ) -> StoreFuture<'a, Vec<u64>> {
+        async move {
+            taskrunner_store::check_lease(lease)?;
+            validate::new_logs(&logs)?;
+            self.write(|reply| Request::AppendLogs {
+                tenant: lease.tenant.clone(),
+                run_id: lease.run_id.clone(),
+                logs,
+                fence: Some(lease.clone()),
+                reply,
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn upsert_artifact_fenced<'a>(
+        &'a self,
+        lease: &'a Lease,
+        record: ArtifactRecord,
+    ) -> StoreFuture<'a, ()> {
+        async move {
+            taskrunner_store::check_lease(lease)?;
+            validate::artifact_to_write(&record)?;
+            self.write(|reply| Request::Upsert {
+                tenant: lease.tenant.clone(),
+                run_id: lease.run_id.clone(),
+                record,
+                fence: Some(lease.clone()),
+                reply,
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn wakeups(&self) -> WakeStream {
+        self.inner.wake.subscribe()
     }
 }

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use taskrunner_store::{
-    ArtifactRecord, NewLog, NewRun, StoreError, StoreResult, Transition, validate,
+    ArtifactRecord, Lease, LeaseState, NewLog, NewRun, Release, StoreError, StoreResult,
+    Transition, status, validate,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,22 +23,50 @@ use crate::rows::{db_error, to_i64, to_u64};
 #[derive(Debug)]
 pub(crate) enum Request {
     Create(NewRun, oneshot::Sender<StoreResult<()>>),
+    /// Transitions, each with the lease of a fenced commit (`None`: unfenced).
     Commit(
-        Vec<Transition>,
+        Vec<(Transition, Option<Lease>)>,
         oneshot::Sender<StoreResult<Vec<StoreResult<Vec<u64>>>>>,
     ),
     AppendLogs {
         tenant: String,
         run_id: String,
         logs: Vec<NewLog>,
+        fence: Option<Lease>,
         reply: oneshot::Sender<StoreResult<Vec<u64>>>,
     },
     Upsert {
         tenant: String,
         run_id: String,
         record: ArtifactRecord,
+        fence: Option<Lease>,
         reply: oneshot::Sender<StoreResult<()>>,
     },
+    Lease(LeaseOp, oneshot::Sender<StoreResult<Vec<Lease>>>),
+}
+
+/// A lease operation (`now_ms` is the store clock, read by the caller).
+#[derive(Debug)]
+pub(crate) enum LeaseOp {
+    Claim {
+        owner: String,
+        limit: usize,
+        ttl_ms: i64,
+        now_ms: i64,
+    },
+    ClaimRun {
+        owner: String,
+        tenant: String,
+        run_id: String,
+        ttl_ms: i64,
+        now_ms: i64,
+    },
+    Renew {
+        owner: String,
+        ttl_ms: i64,
+        now_ms: i64,
+    },
+    Release(Lease, Release),
 }
 
 impl Request {
@@ -62,6 +91,10 @@ enum Done {
         StoreResult<Vec<u64>>,
     ),
     Unit(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
+    Leases(
+        oneshot::Sender<StoreResult<Vec<Lease>>>,
+        StoreResult<Vec<Lease>>,
+    ),
 }
 
 impl Done {
@@ -71,6 +104,7 @@ impl Done {
             Done::Create(tx, r) | Done::Unit(tx, r) => tx.send(r).map_err(drop),
             Done::Commit(tx, r) => tx.send(Ok(r)).map_err(drop),
             Done::Seqs(tx, r) => tx.send(r).map_err(drop),
+            Done::Leases(tx, r) => tx.send(r).map_err(drop),
         };
     }
 
@@ -79,6 +113,7 @@ impl Done {
             Done::Create(tx, _) | Done::Unit(tx, _) => tx.send(Err(err.clone())).map_err(drop),
             Done::Commit(tx, _) => tx.send(Err(err.clone())).map_err(drop),
             Done::Seqs(tx, _) => tx.send(Err(err.clone())).map_err(drop),
+            Done::Leases(tx, _) => tx.send(Err(err.clone())).map_err(drop),
         };
     }
 }
@@ -190,7 +225,7 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Request>) -> Result<(), ()> {
             Request::Commit(ts, reply) => {
                 let results = ts
                     .into_iter()
-                    .map(|t| in_savepoint(&mut tx, |c| commit(c, &t)))
+                    .map(|(t, fence)| in_savepoint(&mut tx, |c| commit(c, &t, fence.as_ref())))
                     .collect();
                 Done::Commit(reply, results)
             }
@@ -198,20 +233,29 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Request>) -> Result<(), ()> {
                 tenant,
                 run_id,
                 logs,
+                fence,
                 reply,
             } => Done::Seqs(
                 reply,
-                in_savepoint(&mut tx, |c| append_logs(c, &tenant, &run_id, &logs)),
+                in_savepoint(&mut tx, |c| {
+                    append_logs(c, &tenant, &run_id, &logs, fence.as_ref())
+                }),
             ),
             Request::Upsert {
                 tenant,
                 run_id,
                 record,
+                fence,
                 reply,
             } => Done::Unit(
                 reply,
-                in_savepoint(&mut tx, |c| upsert_artifact(c, &tenant, &run_id, &record)),
+                in_savepoint(&mut tx, |c| {
+                    upsert_artifact(c, &tenant, &run_id, &record, fence.as_ref())
+                }),
             ),
+            Request::Lease(op, reply) => {
+                Done::Leases(reply, in_savepoint(&mut tx, |c| lease_op(c, op)))
+            }
         });
     }
     match tx.commit() {
@@ -236,6 +280,7 @@ fn fail_request(req: Request, err: &StoreError) {
         Request::Commit(_, tx) => tx.send(Err(err.clone())).map_err(drop),
         Request::AppendLogs { reply, .. } => reply.send(Err(err.clone())).map_err(drop),
         Request::Upsert { reply, .. } => reply.send(Err(err.clone())).map_err(drop),
+        Request::Lease(_, reply) => reply.send(Err(err.clone())).map_err(drop),
     };
 }
 
@@ -422,10 +467,22 @@ fn create(conn: &Connection, run: &NewRun) -> StoreResult<()> {
     Ok(())
 }
 
-fn commit(conn: &Connection, t: &Transition) -> StoreResult<Vec<u64>> {
+fn commit(conn: &Connection, t: &Transition, fence: Option<&Lease>) -> StoreResult<Vec<u64>> {
     // The stateless checks (`validate::transition`) ran before queueing, off the writer thread;
     // here only the checks that need stored state remain.
     let h = heads(conn, &t.tenant, &t.run_id)?;
+    match fence {
+        Some(lease) => check_fence(conn, lease)?,
+        // A state change by a non-holder (a decision, a cancel): the run needs a look.
+        None => {
+            conn.prepare_cached(
+                "UPDATE runs SET lease_parked = 0 WHERE tenant = ?1 AND run_id = ?2",
+            )
+            .map_err(db_error)?
+            .execute(params![t.tenant, t.run_id])
+            .map_err(db_error)?;
+        }
+    }
     if h.journal_len != t.expected_journal_len {
         return Err(StoreError::Conflict {
             expected: t.expected_journal_len,
@@ -481,8 +538,12 @@ fn append_logs(
     tenant: &str,
     run_id: &str,
     logs: &[NewLog],
+    fence: Option<&Lease>,
 ) -> StoreResult<Vec<u64>> {
     let h = heads(conn, tenant, run_id)?;
+    if let Some(lease) = fence {
+        check_fence(conn, lease)?;
+    }
     let seqs = insert_logs(conn, tenant, run_id, h.log_len, logs)?;
     conn.prepare_cached("UPDATE runs SET log_len = ?3 WHERE tenant = ?1 AND run_id = ?2")
         .map_err(db_error)?
@@ -500,8 +561,12 @@ fn upsert_artifact(
     tenant: &str,
     run_id: &str,
     a: &ArtifactRecord,
+    fence: Option<&Lease>,
 ) -> StoreResult<()> {
     let h = heads(conn, tenant, run_id)?;
+    if let Some(lease) = fence {
+        check_fence(conn, lease)?;
+    }
     let updated = conn
         .prepare_cached(
             "UPDATE artifacts SET kind = ?4, source_path = ?5, stored_path = ?6, status = ?7, \
@@ -543,4 +608,183 @@ fn upsert_artifact(
         ])
         .map_err(db_error)?;
     Ok(())
+}
+
+fn lease_state(conn: &Connection, tenant: &str, run_id: &str) -> StoreResult<LeaseState> {
+    let row = conn
+        .prepare_cached(
+            "SELECT lease_owner, lease_token, lease_expires_at_ms, lease_parked FROM runs \
+             WHERE tenant = ?1 AND run_id = ?2",
+        )
+        .map_err(db_error)?
+        .query_row(params![tenant, run_id], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })
+        .optional()
+        .map_err(db_error)?
+        .ok_or(StoreError::NotFound)?;
+    Ok(LeaseState {
+        owner: row.0,
+        token: to_u64(row.1, "lease_token")?,
+        expires_at_ms: row.2,
+        parked: row.3,
+    })
+}
+
+/// `StaleFencingToken` unless `lease` is the run's current lease.
+fn check_fence(conn: &Connection, lease: &Lease) -> StoreResult<()> {
+    lease_state(conn, &lease.tenant, &lease.run_id)?.fence(lease)
+}
+
+/// Takes the run for `owner` with the next token.
+fn take(
+    conn: &Connection,
+    tenant: &str,
+    run_id: &str,
+    owner: &str,
+    expires_at_ms: i64,
+) -> StoreResult<Lease> {
+    let token: i64 = conn
+        .prepare_cached(
+            "UPDATE runs SET lease_owner = ?3, lease_token = lease_token + 1, \
+             lease_expires_at_ms = ?4, lease_parked = 0 WHERE tenant = ?1 AND run_id = ?2 \
+             RETURNING lease_token",
+        )
+        .map_err(db_error)?
+        .query_row(params![tenant, run_id, owner, expires_at_ms], |r| r.get(0))
+        .map_err(db_error)?;
+    Ok(Lease {
+        tenant: tenant.to_owned(),
+        run_id: run_id.to_owned(),
+        owner: owner.to_owned(),
+        fencing_token: to_u64(token, "lease_token")?,
+        expires_at_ms,
+    })
+}
+
+fn lease_op(conn: &Connection, op: LeaseOp) -> StoreResult<Vec<Lease>> {
+    match op {
+        LeaseOp::Claim {
+            owner,
+            limit,
+            ttl_ms,
+            now_ms,
+        } => {
+            let candidates: Vec<(String, String)> = {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT tenant, run_id FROM runs WHERE status IN (?1, ?2, ?3) AND ( \
+                         (lease_owner IS NULL AND (lease_parked = 0 OR next_wake_at_ms <= ?4)) \
+                         OR (lease_owner IS NOT NULL \
+                             AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms <= ?4))) \
+                         ORDER BY COALESCE(next_wake_at_ms, -9223372036854775808), tenant, run_id \
+                         LIMIT ?5",
+                    )
+                    .map_err(db_error)?;
+                let rows = stmt
+                    .query_map(
+                        params![
+                            status::PENDING,
+                            status::RUNNING,
+                            status::AWAITING_APPROVAL,
+                            now_ms,
+                            i64::try_from(limit).unwrap_or(i64::MAX)
+                        ],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(db_error)?;
+                rows.collect::<Result<_, _>>().map_err(db_error)?
+            };
+            let expires = now_ms.saturating_add(ttl_ms);
+            candidates
+                .iter()
+                .map(|(t, r)| take(conn, t, r, &owner, expires))
+                .collect()
+        }
+        LeaseOp::ClaimRun {
+            owner,
+            tenant,
+            run_id,
+            ttl_ms,
+            now_ms,
+        } => {
+            let state = lease_state(conn, &tenant, &run_id)?;
+            let run_status: String = conn
+                .prepare_cached("SELECT status FROM runs WHERE tenant = ?1 AND run_id = ?2")
+                .map_err(db_error)?
+                .query_row(params![tenant, run_id], |r| r.get(0))
+                .map_err(db_error)?;
+            if !status::is_active(&run_status) || state.held_by_other(&owner, now_ms) {
+                return Ok(Vec::new());
+            }
+            let expires = now_ms.saturating_add(ttl_ms);
+            if state.owner.as_deref() == Some(owner.as_str()) {
+                conn.prepare_cached(
+                    "UPDATE runs SET lease_expires_at_ms = ?3 WHERE tenant = ?1 AND run_id = ?2",
+                )
+                .map_err(db_error)?
+                .execute(params![tenant, run_id, expires])
+                .map_err(db_error)?;
+                return Ok(vec![Lease {
+                    tenant,
+                    run_id,
+                    owner,
+                    fencing_token: state.token,
+                    expires_at_ms: expires,
+                }]);
+            }
+            Ok(vec![take(conn, &tenant, &run_id, &owner, expires)?])
+        }
+        LeaseOp::Renew {
+            owner,
+            ttl_ms,
+            now_ms,
+        } => {
+            let expires = now_ms.saturating_add(ttl_ms);
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE runs SET lease_expires_at_ms = ?2 WHERE lease_owner = ?1 \
+                     RETURNING tenant, run_id, lease_token",
+                )
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map(params![owner, expires], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(db_error)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (tenant, run_id, token) = row.map_err(db_error)?;
+                out.push(Lease {
+                    tenant,
+                    run_id,
+                    owner: owner.clone(),
+                    fencing_token: to_u64(token, "lease_token")?,
+                    expires_at_ms: expires,
+                });
+            }
+            out.sort_by(|a, b| (&a.tenant, &a.run_id).cmp(&(&b.tenant, &b.run_id)));
+            Ok(out)
+        }
+        LeaseOp::Release(lease, mode) => {
+            check_fence(conn, &lease)?;
+            conn.prepare_cached(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = NULL, \
+                 lease_parked = ?3 WHERE tenant = ?1 AND run_id = ?2",
+            )
+            .map_err(db_error)?
+            .execute(params![lease.tenant, lease.run_id, mode == Release::Park])
+            .map_err(db_error)?;
+            Ok(Vec::new())
+        }
+    }
 }

@@ -9,7 +9,12 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures::StreamExt;
+
+use crate::lease::{Lease, LeaseStore, Release, Wakeup};
 use crate::ports::Store;
 use crate::records::{
     ArtifactRecord, BlobSource, JournalEntry, ListQuery, LogRecord, NewLog, NewRun, Snapshot,
@@ -22,11 +27,17 @@ use crate::{StoreError, sha256_hex};
 ///
 /// ```ignore
 /// taskrunner_store::conformance_tests!(|| async { Store::new(MemoryStore::new()) });
+/// // An adapter needing a service: each case first awaits `available()` and returns early
+/// // (after the adapter printed why) when it answers false.
+/// taskrunner_store::conformance_tests!(available: || async { db_reachable().await }, factory);
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
-        $crate::conformance_tests!(@cases $factory;
+        $crate::conformance_tests!(available: || async { true }, $factory);
+    };
+    (available: $available:expr, $factory:expr) => {
+        $crate::conformance_tests!(@cases $available, $factory;
             create_and_get,
             create_existing_is_run_exists,
             invalid_records_are_refused_and_nothing_is_written,
@@ -45,13 +56,24 @@ macro_rules! conformance_tests {
             commit_many_isolates_a_conflict,
             concurrent_commits_to_different_runs,
             concurrent_commits_to_one_run_exactly_one_wins,
-            concurrent_appends_and_commits_keep_logs_gap_free
+            concurrent_appends_and_commits_keep_logs_gap_free,
+            lease_claim_is_exclusive,
+            lease_concurrent_claims_are_disjoint,
+            lease_expired_is_taken_over_and_stale_writes_refused,
+            lease_renew_extends,
+            lease_claim_skips_terminal_and_parked_until_due,
+            lease_claim_run_targets_one_run,
+            lease_invalid_arguments_are_refused,
+            lease_wakeups_on_create_handoff_and_foreign_commit
         );
     };
-    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+    (@cases $available:expr, $factory:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
+                if !($available)().await {
+                    return;
+                }
                 $crate::conformance::$case($factory).await;
             }
         )*
@@ -1372,4 +1394,569 @@ where
     let logs = all_logs(&store, T, "mix").await;
     assert_eq!(logs.len(), 161);
     assert_gap_free(&logs);
+}
+
+fn leases(store: &Store) -> Arc<dyn LeaseStore> {
+    store
+        .leases
+        .clone()
+        .expect("the adapter bundles a LeaseStore (Store::new)")
+}
+
+const TTL: Duration = Duration::from_secs(10);
+
+fn keys(leases: &[Lease]) -> BTreeSet<(String, String)> {
+    leases
+        .iter()
+        .map(|l| (l.tenant.clone(), l.run_id.clone()))
+        .collect()
+}
+
+fn key_set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    items
+        .iter()
+        .map(|(t, r)| (t.to_string(), r.to_string()))
+        .collect()
+}
+
+/// A claimed run belongs to one owner while its lease is live; the claim respects `limit`.
+pub async fn lease_claim_is_exclusive<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let leases = leases(&store);
+    for id in ["a", "b", "c"] {
+        store
+            .runs
+            .create_run(new_run(T, id, 1))
+            .await
+            .expect("create");
+    }
+    store
+        .runs
+        .create_run(new_run("other", "d", 1))
+        .await
+        .expect("create");
+    let first = leases.claim("replica-1", 3, TTL).await.expect("claim");
+    assert_eq!(first.len(), 3, "limit is honoured");
+    for l in &first {
+        assert_eq!(l.owner, "replica-1");
+        assert!(l.fencing_token >= 1);
+    }
+    let second = leases.claim("replica-2", 10, TTL).await.expect("claim");
+    assert_eq!(second.len(), 1, "only the unclaimed run is left");
+    assert!(keys(&first).is_disjoint(&keys(&second)));
+    let mut all = keys(&first);
+    all.extend(keys(&second));
+    assert_eq!(
+        all,
+        key_set(&[(T, "a"), (T, "b"), (T, "c"), ("other", "d")])
+    );
+    assert!(
+        leases
+            .claim("replica-1", 10, TTL)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "every run is held"
+    );
+    assert!(
+        leases
+            .claim("replica-3", 0, TTL)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // A holder's fenced commit goes through and does not disturb the lease.
+    let held = first[0].clone();
+    let t = next(&store, &held.tenant, &held.run_id, 1, 1).await;
+    assert_eq!(
+        leases.commit_fenced(&held, t).await.expect("fenced commit"),
+        vec![2]
+    );
+    // Optimistic concurrency still applies to fenced commits.
+    let mut stale = next(&store, &held.tenant, &held.run_id, 1, 0).await;
+    stale.expected_journal_len = 1;
+    stale.journal = entries(1, "x", 1);
+    assert_eq!(
+        leases.commit_fenced(&held, stale).await,
+        Err(StoreError::Conflict {
+            expected: 1,
+            actual: 2
+        })
+    );
+    // The other owner cannot write with a lease it does not hold.
+    let forged = Lease {
+        owner: "replica-2".to_owned(),
+        ..held.clone()
+    };
+    let t = next(&store, &held.tenant, &held.run_id, 1, 0).await;
+    assert!(matches!(
+        leases.commit_fenced(&forged, t).await,
+        Err(StoreError::StaleFencingToken { .. })
+    ));
+    // A lease presented with another run's transition is a caller bug.
+    let other = first[1].clone();
+    let t = next(&store, &other.tenant, &other.run_id, 1, 0).await;
+    assert!(matches!(
+        leases.commit_fenced(&held, t).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+/// Owners claiming at the same time never get the same run.
+pub async fn lease_concurrent_claims_are_disjoint<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let runs = 40;
+    for i in 0..runs {
+        store
+            .runs
+            .create_run(new_run(T, &format!("r{i:02}"), i))
+            .await
+            .expect("create");
+    }
+    let mut tasks = Vec::new();
+    for owner in 0..6 {
+        let leases = leases(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..10 {
+                got.extend(
+                    leases
+                        .claim(&format!("replica-{owner}"), 3, TTL)
+                        .await
+                        .expect("claim"),
+                );
+            }
+            got
+        }));
+    }
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for task in tasks {
+        for l in task.await.expect("task") {
+            total += 1;
+            assert!(
+                seen.insert((l.tenant, l.run_id)),
+                "a run was claimed twice while its lease was live"
+            );
+        }
+    }
+    assert_eq!(total, runs as usize, "every run claimed exactly once");
+}
+
+/// An expired lease is taken over with a greater token; the old holder's writes are refused
+/// and write nothing; its renew no longer returns the run.
+pub async fn lease_expired_is_taken_over_and_stale_writes_refused<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let leases = leases(&store);
+    store
+        .runs
+        .create_run(new_run(T, "r", 1))
+        .await
+        .expect("create");
+    let old = leases
+        .claim("replica-1", 1, Duration::from_millis(100))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("claimed");
+    // A stalled holder: its lease runs out.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new = leases
+        .claim("replica-2", 1, TTL)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("an expired lease is taken over");
+    assert_eq!((new.tenant.as_str(), new.run_id.as_str()), (T, "r"));
+    assert!(new.fencing_token > old.fencing_token);
+
+    let before = store.runs.get_run(T, "r").await.expect("get");
+    let mut t = next(&store, T, "r", 1, 1).await;
+    t.status = Some(status::FAILED.to_owned());
+    assert_eq!(
+        leases.commit_fenced(&old, t).await,
+        Err(StoreError::StaleFencingToken {
+            presented: old.fencing_token,
+            current: new.fencing_token
+        })
+    );
+    assert!(matches!(
+        leases
+            .append_logs_fenced(&old, vec![log("step.output", "late")])
+            .await,
+        Err(StoreError::StaleFencingToken { .. })
+    ));
+    let mut art = pending_artifact("report", artifact::KIND_FILE);
+    art.notes = Some("late".to_owned());
+    assert!(matches!(
+        leases.upsert_artifact_fenced(&old, art).await,
+        Err(StoreError::StaleFencingToken { .. })
+    ));
+    assert!(matches!(
+        leases.release(&old, Release::Handoff).await,
+        Err(StoreError::StaleFencingToken { .. })
+    ));
+    assert_eq!(store.runs.get_run(T, "r").await.expect("get"), before);
+    assert_eq!(
+        store.logs.logs(T, "r", 0, 100).await.expect("logs").len(),
+        1,
+        "the refused writes left no log"
+    );
+    assert_eq!(
+        store
+            .artifacts
+            .list_artifacts(T, "r")
+            .await
+            .expect("artifacts")[0]
+            .notes,
+        None
+    );
+    assert!(
+        leases
+            .renew("replica-1", TTL)
+            .await
+            .expect("renew")
+            .is_empty(),
+        "the old holder learns it lost the run"
+    );
+
+    // The new holder writes normally.
+    let t = next(&store, T, "r", 1, 0).await;
+    leases.commit_fenced(&new, t).await.expect("new holder");
+    assert_eq!(
+        leases
+            .append_logs_fenced(&new, vec![log("step.output", "x")])
+            .await
+            .expect("logs"),
+        vec![2]
+    );
+    leases
+        .upsert_artifact_fenced(&new, pending_artifact("extra", artifact::KIND_OBJECT))
+        .await
+        .expect("upsert");
+    leases
+        .release(&new, Release::Handoff)
+        .await
+        .expect("release");
+    // After its release, the new holder's lease is stale too.
+    let t = next(&store, T, "r", 1, 0).await;
+    assert!(matches!(
+        leases.commit_fenced(&new, t).await,
+        Err(StoreError::StaleFencingToken { .. })
+    ));
+    let again = leases
+        .claim("replica-1", 5, TTL)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a handed-off run is claimable at once");
+    assert!(again.fencing_token > new.fencing_token);
+}
+
+/// Renewing extends a lease past its first expiry: nobody can take the run meanwhile.
+pub async fn lease_renew_extends<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let leases = leases(&store);
+    for id in ["a", "b"] {
+        store
+            .runs
+            .create_run(new_run(T, id, 1))
+            .await
+            .expect("create");
+    }
+    let held = leases
+        .claim("replica-1", 2, Duration::from_millis(600))
+        .await
+        .expect("claim");
+    assert_eq!(held.len(), 2);
+    let renewed = leases.renew("replica-1", TTL).await.expect("renew");
+    assert_eq!(keys(&renewed), keys(&held));
+    for r in &renewed {
+        let before = held
+            .iter()
+            .find(|h| h.run_id == r.run_id)
+            .expect("same runs");
+        assert_eq!(
+            r.fencing_token, before.fencing_token,
+            "renew keeps the token"
+        );
+        assert!(r.expires_at_ms > before.expires_at_ms, "renew extends");
+    }
+    assert!(
+        leases
+            .renew("replica-2", TTL)
+            .await
+            .expect("renew")
+            .is_empty(),
+        "renew returns only the owner's leases"
+    );
+    // Past the first expiry, the renewed leases still hold.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        leases
+            .claim("replica-2", 10, TTL)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let t = next(&store, T, "a", 1, 0).await;
+    let a = renewed.iter().find(|l| l.run_id == "a").expect("a");
+    leases.commit_fenced(a, t).await.expect("still the holder");
+}
+
+/// Terminal runs are never claimed; a parked run is claimable only once due, or once an
+/// unfenced commit touches it.
+pub async fn lease_claim_skips_terminal_and_parked_until_due<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let leases = leases(&store);
+    for (id, st) in [
+        ("done", status::SUCCEEDED),
+        ("gate", status::AWAITING_APPROVAL),
+        ("wait", status::AWAITING_APPROVAL),
+        ("timer", status::RUNNING),
+    ] {
+        store
+            .runs
+            .create_run(new_run(T, id, 1))
+            .await
+            .expect("create");
+        let mut t = next(&store, T, id, 1, 0).await;
+        t.status = Some(st.to_owned());
+        t.next_wake_at_ms = Some(match id {
+            "timer" => Some(1),
+            "wait" => Some(i64::MAX),
+            _ => None,
+        });
+        store.runs.commit(t).await.expect("commit");
+    }
+    let held = leases.claim("replica-1", 10, TTL).await.expect("claim");
+    assert_eq!(
+        keys(&held),
+        key_set(&[(T, "gate"), (T, "wait"), (T, "timer")]),
+        "terminal runs are not claimed"
+    );
+    for l in &held {
+        leases.release(l, Release::Park).await.expect("park");
+    }
+    let due = leases.claim("replica-2", 10, TTL).await.expect("claim");
+    assert_eq!(
+        keys(&due),
+        key_set(&[(T, "timer")]),
+        "only the parked run whose wake time is due"
+    );
+    // A decision written by a non-holder unparks the run.
+    let mut t = next(&store, T, "gate", 1, 0).await;
+    t.status = Some(status::RUNNING.to_owned());
+    store.runs.commit(t).await.expect("foreign commit");
+    let woken = leases.claim("replica-2", 10, TTL).await.expect("claim");
+    assert_eq!(keys(&woken), key_set(&[(T, "gate")]));
+    assert!(
+        leases
+            .claim("replica-3", 10, TTL)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // A run ending under its holder is not claimable after release.
+    let gate = woken[0].clone();
+    let mut t = next(&store, T, "gate", 1, 0).await;
+    t.status = Some(status::SUCCEEDED.to_owned());
+    leases.commit_fenced(&gate, t).await.expect("finish");
+    leases
+        .release(&gate, Release::Handoff)
+        .await
+        .expect("release");
+    assert!(
+        leases
+            .claim("replica-3", 10, TTL)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+/// `claim_run` takes one given run, parked or not, unless another owner holds it.
+pub async fn lease_claim_run_targets_one_run<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let leases = leases(&store);
+    store
+        .runs
+        .create_run(new_run(T, "r", 1))
+        .await
+        .expect("create");
+    let a = leases
+        .claim_run("replica-1", T, "r", TTL)
+        .await
+        .expect("claim_run")
+        .expect("free run");
+    assert_eq!((a.owner.as_str(), a.run_id.as_str()), ("replica-1", "r"));
+    assert_eq!(
+        leases
+            .claim_run("replica-2", T, "r", TTL)
+            .await
+            .expect("claim_run"),
+        None,
+        "held by another owner"
+    );
+    let again = leases
+        .claim_run("replica-1", T, "r", TTL)
+        .await
+        .expect("claim_run")
+        .expect("own run");
+    assert_eq!(
+        again.fencing_token, a.fencing_token,
+        "re-claiming keeps the token"
+    );
+    leases.release(&again, Release::Park).await.expect("park");
+    let b = leases
+        .claim_run("replica-2", T, "r", TTL)
+        .await
+        .expect("claim_run")
+        .expect("a parked run can be claimed by name");
+    assert!(b.fencing_token > a.fencing_token);
+    assert_eq!(
+        leases.claim_run("replica-2", T, "ghost", TTL).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        leases.claim_run("replica-2", "tenant-b", "r", TTL).await,
+        Err(StoreError::NotFound),
+        "another tenant's run is invisible"
+    );
+    let mut t = next(&store, T, "r", 1, 0).await;
+    t.status = Some(status::CANCELLED.to_owned());
+    leases.commit_fenced(&b, t).await.expect("cancel");
+    leases.release(&b, Release::Handoff).await.expect("release");
+    assert_eq!(
+        leases
+            .claim_run("replica-1", T, "r", TTL)
+            .await
+            .expect("claim_run"),
+        None,
+        "a terminal run is not claimed"
+    );
+}
+
+/// Bad owners, TTLs and limits are refused with `Invalid`.
+pub async fn lease_invalid_arguments_are_refused<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let leases = leases(&store);
+    store
+        .runs
+        .create_run(new_run(T, "r", 1))
+        .await
+        .expect("create");
+    for (owner, ttl, limit) in [
+        ("", TTL, 1),
+        ("has space", TTL, 1),
+        ("ok", Duration::ZERO, 1),
+        ("ok", Duration::from_millis(10_001), 1),
+        ("ok", TTL, crate::CLAIM_LIMIT_MAX + 1),
+    ] {
+        let r = leases.claim(owner, limit, ttl).await;
+        assert!(
+            matches!(r, Err(StoreError::Invalid(_))),
+            "{owner:?} {ttl:?} {limit}: {r:?}"
+        );
+    }
+    assert!(matches!(
+        leases.renew("ok", Duration::from_secs(11)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        leases.claim_run("ok", T, "r", Duration::ZERO).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Nothing was claimed by the refused calls.
+    assert_eq!(leases.claim("ok", 10, TTL).await.expect("claim").len(), 1);
+}
+
+async fn next_wakeup(stream: &mut crate::WakeStream) -> Wakeup {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a wake-up arrives")
+        .expect("the stream goes on")
+}
+
+/// Creating a run, handing one off and an unfenced commit send wake-ups.
+pub async fn lease_wakeups_on_create_handoff_and_foreign_commit<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let leases = leases(&store);
+    let mut stream = leases.wakeups();
+    // A listener may need a moment to subscribe; create until the first wake-up shows up.
+    let mut created = 0;
+    let first = loop {
+        store
+            .runs
+            .create_run(new_run(T, &format!("w{created}"), 1))
+            .await
+            .expect("create");
+        created += 1;
+        if let Ok(Some(w)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+            break w;
+        }
+        assert!(created < 20, "no wake-up for created runs");
+    };
+    assert_eq!(first.tenant, T);
+    assert!(first.run_id.starts_with('w'));
+    // Drain the wake-ups of the other creations.
+    while tokio::time::timeout(Duration::from_millis(300), stream.next())
+        .await
+        .is_ok()
+    {}
+
+    let held = leases
+        .claim_run("replica-1", T, "w0", TTL)
+        .await
+        .expect("claim")
+        .expect("free");
+    let t = next(&store, T, "w0", 1, 0).await;
+    leases.commit_fenced(&held, t).await.expect("fenced");
+    leases
+        .release(&held, Release::Handoff)
+        .await
+        .expect("release");
+    assert_eq!(
+        next_wakeup(&mut stream).await,
+        Wakeup {
+            tenant: T.to_owned(),
+            run_id: "w0".to_owned()
+        },
+        "the fenced commit sent none; the hand-off did"
+    );
+    let t = next(&store, T, "w0", 1, 0).await;
+    store.runs.commit(t).await.expect("foreign");
+    assert_eq!(next_wakeup(&mut stream).await.run_id, "w0");
 }

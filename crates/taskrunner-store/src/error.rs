@@ -6,6 +6,7 @@
 /// HTTP layer) can react without knowing which adapter is in use:
 /// - `RunExists` → HTTP 409 `run_exists`; `NotFound` → 404;
 /// - `Conflict` → another writer advanced the run's journal: reload and retry;
+/// - `StaleFencingToken` → the run was claimed by another replica: stop driving it;
 /// - `Invalid` → the caller handed over a record that breaks a store invariant (a bug upstream);
 /// - `Corrupt` → a stored record failed validation after reading (never a panic);
 /// - `Io` / `Backend` → the environment failed (disk, database engine, writer thread gone).
@@ -25,6 +26,15 @@ pub enum StoreError {
         expected: u64,
         /// The journal length actually stored.
         actual: u64,
+    },
+    /// A fenced write (`LeaseStore`) presented a lease that is no longer the run's current one:
+    /// another owner claimed the run (or the lease was released). Nothing was written.
+    #[error("stale fencing token {presented}: the run's current lease token is {current}")]
+    StaleFencingToken {
+        /// The token of the presented lease.
+        presented: u64,
+        /// The run's current token (the last one handed out; 0 if never claimed).
+        current: u64,
     },
     /// A record handed to the store is malformed; nothing was written.
     #[error("invalid record: {0}")]

@@ -1,4 +1,5 @@
-//! Storage ports of taskrunner (layer L4): [`RunStore`], [`LogStore`] and [`ArtifactStore`],
+//! Storage ports of taskrunner (layer L4): [`RunStore`], [`LogStore`], [`ArtifactStore`] and
+//! [`LeaseStore`] (work distribution between replicas),
 //! the record types they exchange, the in-memory adapter [`MemoryStore`], and (feature
 //! `conformance`) the conformance suite every adapter runs.
 //!
@@ -7,8 +8,10 @@
 //! crates (`taskrunner-store-sqlite`, …) and prove themselves by passing [`conformance`].
 
 mod blob;
+pub mod blob_dir;
 mod cursor;
 mod error;
+mod lease;
 mod memory;
 mod ports;
 mod records;
@@ -22,6 +25,11 @@ pub use blob::{
 };
 pub use cursor::{Cursor, page_limit};
 pub use error::{StoreError, StoreResult};
+pub use lease::{
+    CLAIM_LIMIT_MAX, LEASE_OWNER_BYTES_MAX, LEASE_TTL_MAX, Lease, LeaseState, LeaseStore, Release,
+    WAKEUP_CHANNEL, WakeHub, WakeStream, Wakeup, check_claim, check_lease, check_lease_matches,
+    check_owner, check_ttl, system_now_ms, to_i64_token,
+};
 pub use memory::MemoryStore;
 pub use ports::{
     ArtifactStore, COMMIT_MANY_MAX, LIST_LIMIT_MAX, LOGS_LIMIT_MAX, LogStore, RunStore, Store,

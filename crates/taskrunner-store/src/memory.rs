@@ -12,6 +12,7 @@ use futures::FutureExt;
 use crate::blob;
 use crate::cursor::{Cursor, page_limit};
 use crate::error::StoreError;
+use crate::lease::{self, Lease, LeaseState, LeaseStore, Release, WakeHub, WakeStream};
 use crate::ports::{
     ArtifactStore, COMMIT_MANY_MAX, LOGS_LIMIT_MAX, LogStore, RunStore, StoreFuture,
 };
@@ -29,6 +30,7 @@ struct RunState {
     journal: Vec<JournalEntry>,
     logs: Vec<LogRecord>,
     artifacts: Vec<ArtifactRecord>,
+    lease: LeaseState,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +45,7 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    wake: WakeHub,
 }
 
 impl MemoryStore {
@@ -104,6 +107,7 @@ impl State {
                 journal: run.journal,
                 logs,
                 artifacts: run.artifacts,
+                lease: LeaseState::default(),
             },
         );
         Ok(())
@@ -121,9 +125,10 @@ impl State {
             .ok_or(StoreError::NotFound)
     }
 
-    fn commit(&mut self, t: Transition) -> Result<Vec<u64>, StoreError> {
+    fn commit(&mut self, t: Transition, fence: Option<&Lease>) -> Result<Vec<u64>, StoreError> {
         validate::transition(&t)?;
         let run = self.run_mut(&t.tenant, &t.run_id)?;
+        fenced(run, fence)?;
         let actual = run.record.journal_len;
         if actual != t.expected_journal_len {
             return Err(StoreError::Conflict {
@@ -152,6 +157,78 @@ impl State {
     }
 }
 
+/// Checks the fence of a holder's commit; an unfenced commit (a non-holder's) unparks the run.
+fn fenced(run: &mut RunState, fence: Option<&Lease>) -> Result<(), StoreError> {
+    match fence {
+        Some(lease) => run.lease.fence(lease),
+        None => {
+            run.lease.parked = false;
+            Ok(())
+        }
+    }
+}
+
+impl State {
+    fn append_logs(
+        &mut self,
+        tenant: &str,
+        run_id: &str,
+        logs: Vec<NewLog>,
+        fence: Option<&Lease>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let run = self.run_mut(tenant, run_id)?;
+        if let Some(lease) = fence {
+            run.lease.fence(lease)?;
+        }
+        Ok(append(&mut run.logs, logs))
+    }
+
+    fn upsert(
+        &mut self,
+        tenant: &str,
+        run_id: &str,
+        record: ArtifactRecord,
+        fence: Option<&Lease>,
+    ) -> Result<(), StoreError> {
+        let run = self.run_mut(tenant, run_id)?;
+        if let Some(lease) = fence {
+            run.lease.fence(lease)?;
+        }
+        let count = run.artifacts.len();
+        match run.artifacts.iter_mut().find(|a| a.name == record.name) {
+            Some(existing) => *existing = record,
+            None if count >= validate::RUN_ARTIFACTS_MAX => {
+                return Err(StoreError::Invalid(format!(
+                    "more than {} artifacts in one run",
+                    validate::RUN_ARTIFACTS_MAX
+                )));
+            }
+            None => run.artifacts.push(record),
+        }
+        Ok(())
+    }
+
+    fn lease_of(run: &RunState, owner: &str) -> Lease {
+        Lease {
+            tenant: run.record.tenant.clone(),
+            run_id: run.record.run_id.clone(),
+            owner: owner.to_owned(),
+            fencing_token: run.lease.token,
+            expires_at_ms: run.lease.expires_at_ms.unwrap_or(0),
+        }
+    }
+
+    fn take(run: &mut RunState, owner: &str, expires_at_ms: i64) -> Lease {
+        run.lease = LeaseState {
+            owner: Some(owner.to_owned()),
+            token: run.lease.token + 1,
+            expires_at_ms: Some(expires_at_ms),
+            parked: false,
+        };
+        Self::lease_of(run, owner)
+    }
+}
+
 fn append(logs: &mut Vec<LogRecord>, new: Vec<NewLog>) -> Vec<u64> {
     let first = logs.len() as u64 + 1;
     let seqs: Vec<u64> = (first..first + new.len() as u64).collect();
@@ -165,7 +242,12 @@ fn append(logs: &mut Vec<LogRecord>, new: Vec<NewLog>) -> Vec<u64> {
 
 impl RunStore for MemoryStore {
     fn create_run(&self, run: NewRun) -> StoreFuture<'_, ()> {
-        ready(validate::new_run(&run).and_then(|()| self.lock()?.create(run)))
+        let key = (run.tenant.clone(), run.run_id.clone());
+        let result = validate::new_run(&run).and_then(|()| self.lock()?.create(run));
+        if result.is_ok() {
+            self.wake.send(&key.0, &key.1);
+        }
+        ready(result)
     }
 
     fn get_run<'a>(
@@ -223,7 +305,12 @@ impl RunStore for MemoryStore {
     }
 
     fn commit(&self, transition: Transition) -> StoreFuture<'_, Vec<u64>> {
-        ready(self.lock().and_then(|mut s| s.commit(transition)))
+        let key = (transition.tenant.clone(), transition.run_id.clone());
+        let result = self.lock().and_then(|mut s| s.commit(transition, None));
+        if result.is_ok() {
+            self.wake.send(&key.0, &key.1);
+        }
+        ready(result)
     }
 
     fn commit_many(
@@ -237,7 +324,23 @@ impl RunStore for MemoryStore {
                 )));
             }
             let mut state = self.lock()?;
-            Ok(transitions.into_iter().map(|t| state.commit(t)).collect())
+            let mut woken = Vec::new();
+            let results: Vec<_> = transitions
+                .into_iter()
+                .map(|t| {
+                    let key = (t.tenant.clone(), t.run_id.clone());
+                    let r = state.commit(t, None);
+                    if r.is_ok() {
+                        woken.push(key);
+                    }
+                    r
+                })
+                .collect();
+            drop(state);
+            for (t, r) in woken {
+                self.wake.send(&t, &r);
+            }
+            Ok(results)
         })();
         ready(result)
     }
@@ -344,9 +447,7 @@ impl LogStore for MemoryStore {
         let result = (|| {
             validate::run_key(tenant, run_id)?;
             validate::new_logs(&logs)?;
-            let mut state = self.lock()?;
-            let run = state.run_mut(tenant, run_id)?;
-            Ok(append(&mut run.logs, logs))
+            self.lock()?.append_logs(tenant, run_id, logs, None)
         })();
         ready(result)
     }
@@ -405,20 +506,7 @@ impl ArtifactStore for MemoryStore {
         let result = (|| {
             validate::run_key(tenant, run_id)?;
             validate::artifact_to_write(&record)?;
-            let mut state = self.lock()?;
-            let run = state.run_mut(tenant, run_id)?;
-            let count = run.artifacts.len();
-            match run.artifacts.iter_mut().find(|a| a.name == record.name) {
-                Some(existing) => *existing = record,
-                None if count >= validate::RUN_ARTIFACTS_MAX => {
-                    return Err(StoreError::Invalid(format!(
-                        "more than {} artifacts in one run",
-                        validate::RUN_ARTIFACTS_MAX
-                    )));
-                }
-                None => run.artifacts.push(record),
-            }
-            Ok(())
+            self.lock()?.upsert(tenant, run_id, record, None)
         })();
         ready(result)
     }
@@ -483,4 +571,146 @@ pub(crate) fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, Store
         )));
     }
     Ok(bytes)
+}
+
+impl LeaseStore for MemoryStore {
+    fn claim<'a>(
+        &'a self,
+        owner: &'a str,
+        limit: usize,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, Vec<Lease>> {
+        let result = (|| {
+            let ttl_ms = lease::check_claim(owner, limit, ttl)?;
+            let now = lease::system_now_ms();
+            let mut state = self.lock()?;
+            let mut candidates: Vec<(i64, Key)> = state
+                .runs
+                .iter()
+                .filter(|(_, r)| {
+                    status::is_active(&r.record.status)
+                        && r.lease.claimable(r.record.next_wake_at_ms, now)
+                })
+                .map(|(k, r)| (r.record.next_wake_at_ms.unwrap_or(i64::MIN), k.clone()))
+                .collect();
+            candidates.sort();
+            let mut out = Vec::new();
+            for (_, k) in candidates.into_iter().take(limit) {
+                let run = state.runs.get_mut(&k).ok_or(StoreError::NotFound)?;
+                out.push(State::take(run, owner, now.saturating_add(ttl_ms)));
+            }
+            Ok(out)
+        })();
+        ready(result)
+    }
+
+    fn claim_run<'a>(
+        &'a self,
+        owner: &'a str,
+        tenant: &'a str,
+        run_id: &'a str,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, Option<Lease>> {
+        let result = (|| {
+            let ttl_ms = lease::check_claim(owner, 1, ttl)?;
+            validate::run_key(tenant, run_id)?;
+            let now = lease::system_now_ms();
+            let mut state = self.lock()?;
+            let run = state.run_mut(tenant, run_id)?;
+            if !status::is_active(&run.record.status) || run.lease.held_by_other(owner, now) {
+                return Ok(None);
+            }
+            let expires = now.saturating_add(ttl_ms);
+            if run.lease.owner.as_deref() == Some(owner) {
+                run.lease.expires_at_ms = Some(expires);
+                return Ok(Some(State::lease_of(run, owner)));
+            }
+            Ok(Some(State::take(run, owner, expires)))
+        })();
+        ready(result)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        owner: &'a str,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, Vec<Lease>> {
+        let result = (|| {
+            let ttl_ms = lease::check_claim(owner, 0, ttl)?;
+            let now = lease::system_now_ms();
+            let mut state = self.lock()?;
+            let mut out = Vec::new();
+            for run in state.runs.values_mut() {
+                if run.lease.owner.as_deref() == Some(owner) {
+                    run.lease.expires_at_ms = Some(now.saturating_add(ttl_ms));
+                    out.push(State::lease_of(run, owner));
+                }
+            }
+            Ok(out)
+        })();
+        ready(result)
+    }
+
+    fn release<'a>(&'a self, held: &'a Lease, mode: Release) -> StoreFuture<'a, ()> {
+        let result = (|| {
+            lease::check_lease(held)?;
+            let mut state = self.lock()?;
+            let run = state.run_mut(&held.tenant, &held.run_id)?;
+            run.lease.fence(held)?;
+            run.lease.owner = None;
+            run.lease.expires_at_ms = None;
+            run.lease.parked = mode == Release::Park;
+            drop(state);
+            if mode == Release::Handoff {
+                self.wake.send(&held.tenant, &held.run_id);
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn commit_fenced<'a>(
+        &'a self,
+        held: &'a Lease,
+        transition: Transition,
+    ) -> StoreFuture<'a, Vec<u64>> {
+        let result = (|| {
+            lease::check_lease(held)?;
+            lease::check_lease_matches(held, &transition)?;
+            self.lock()?.commit(transition, Some(held))
+        })();
+        ready(result)
+    }
+
+    fn append_logs_fenced<'a>(
+        &'a self,
+        held: &'a Lease,
+        logs: Vec<NewLog>,
+    ) -> StoreFuture<'a, Vec<u64>> {
+        let result = (|| {
+            lease::check_lease(held)?;
+            validate::new_logs(&logs)?;
+            self.lock()?
+                .append_logs(&held.tenant, &held.run_id, logs, Some(held))
+        })();
+        ready(result)
+    }
+
+    fn upsert_artifact_fenced<'a>(
+        &'a self,
+        held: &'a Lease,
+        record: ArtifactRecord,
+    ) -> StoreFuture<'a, ()> {
+        let result = (|| {
+            lease::check_lease(held)?;
+            validate::artifact_to_write(&record)?;
+            self.lock()?
+                .upsert(&held.tenant, &held.run_id, record, Some(held))
+        })();
+        ready(result)
+    }
+
+    fn wakeups(&self) -> WakeStream {
+        self.wake.subscribe()
+    }
 }

@@ -1,4 +1,5 @@
-//! The storage ports: `RunStore`, `LogStore`, `ArtifactStore`, and the `Store` bundle.
+//! The storage ports: `RunStore`, `LogStore`, `ArtifactStore`, and the `Store` bundle (which
+//! also carries the adapter's `LeaseStore`, see [`crate::lease`]).
 //!
 //! Architecture invariant: these traits know nothing of the engine's types; records are opaque
 //! serialised data (see [`crate::records`]). Every adapter passes [`crate::conformance`].
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::error::StoreError;
+use crate::lease::LeaseStore;
 use crate::records::{
     ArtifactRecord, BlobSource, JournalEntry, ListQuery, LogRecord, NewLog, NewRun, Page,
     RunRecord, StoredBlob, Transition,
@@ -140,6 +142,9 @@ pub struct Store {
     pub logs: Arc<dyn LogStore>,
     /// Artifacts.
     pub artifacts: Arc<dyn ArtifactStore>,
+    /// Leases and fenced writes for several replicas; `None` when built with
+    /// [`Store::from_parts`] without [`Store::with_leases`] (one process owns every run).
+    pub leases: Option<Arc<dyn LeaseStore>>,
     /// Anything that must live as long as the store (a temporary directory in tests, …).
     guard: Option<Arc<dyn Any + Send + Sync>>,
 }
@@ -147,22 +152,24 @@ pub struct Store {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
+            .field("leases", &self.leases.is_some())
             .field("guard", &self.guard.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Bundles one adapter that implements all three ports.
+    /// Bundles one adapter that implements all four ports.
     pub fn new<A>(adapter: A) -> Self
     where
-        A: RunStore + LogStore + ArtifactStore + 'static,
+        A: RunStore + LogStore + ArtifactStore + LeaseStore + 'static,
     {
         let shared = Arc::new(adapter);
         Store {
             runs: shared.clone(),
             logs: shared.clone(),
-            artifacts: shared,
+            artifacts: shared.clone(),
+            leases: Some(shared),
             guard: None,
         }
     }
@@ -177,8 +184,15 @@ impl Store {
             runs,
             logs,
             artifacts,
+            leases: None,
             guard: None,
         }
+    }
+
+    /// Adds (or replaces) the lease port.
+    pub fn with_leases(mut self, leases: Arc<dyn LeaseStore>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// Keeps `guard` alive as long as any clone of this store (e.g. a `tempfile::TempDir`).

@@ -1,4 +1,6 @@
-//! Content-addressed artifact files under `data_dir/artifacts/sha256/ab/abcdef…`.
+//! Content-addressed artifact files on disk, under `root/artifacts/sha256/ab/abcdef…`, shared by
+//! the durable adapters (SQLite keeps them in its data directory, PostgreSQL replicas in one
+//! shared directory).
 //!
 //! A blob is streamed into `artifacts/tmp/` while hashing, fsynced, then renamed into place and
 //! its directory fsynced, so a stored path always names a complete file. Identical content is
@@ -9,11 +11,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::blob::{ARTIFACT_BYTES_MAX, digest_of_stored_path, hex, sha256_hex, stored_path_for};
+use crate::error::{StoreError, StoreResult};
+use crate::records::{BlobSource, StoredBlob};
 use sha2::{Digest, Sha256};
-use taskrunner_store::{
-    ARTIFACT_BYTES_MAX, BlobSource, StoreError, StoreResult, StoredBlob, digest_of_stored_path,
-    hex, sha256_hex, stored_path_for,
-};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -59,8 +60,8 @@ fn too_large() -> StoreError {
     ))
 }
 
-/// Stores `source` under `data_dir` (blocking).
-pub(crate) fn put(data_dir: &Path, source: BlobSource) -> StoreResult<StoredBlob> {
+/// Stores `source` under `data_dir` (blocking; call it from `spawn_blocking`).
+pub fn put(data_dir: &Path, source: BlobSource) -> StoreResult<StoredBlob> {
     let tmp_dir = data_dir.join("artifacts").join("tmp");
     ensure_dir(&tmp_dir)?;
     let tmp_path = tmp_dir.join(format!(
@@ -135,8 +136,8 @@ pub(crate) fn put(data_dir: &Path, source: BlobSource) -> StoreResult<StoredBlob
     })
 }
 
-/// Reads a blob and checks it against the digest in its path (blocking).
-pub(crate) fn open(data_dir: &Path, stored_path: &str) -> StoreResult<Vec<u8>> {
+/// Reads a blob and checks it against the digest in its path (blocking; `NotFound` if absent).
+pub fn open(data_dir: &Path, stored_path: &str) -> StoreResult<Vec<u8>> {
     let digest = digest_of_stored_path(stored_path)
         .ok_or_else(|| StoreError::Invalid(format!("{stored_path:?} is not a blob path")))?;
     let path: PathBuf = data_dir.join(stored_path);

@@ -38,8 +38,10 @@ pub const KEEPALIVE_INTERVAL_DEFAULT: Duration = Duration::from_secs(15);
 /// Renders the Prometheus text exposition for `/metrics` (the binary installs the recorder).
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Settings of the router. Build with [`HttpConfig::new`] and change fields as needed.
+/// Settings of the router. Build with [`HttpConfig::new`] and change fields as needed (new
+/// fields may be added, always with a default in `new`).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct HttpConfig {
     /// Checks callers' credentials (`NoAuth` for `none` mode, a JWT adapter otherwise).
     pub authenticator: Arc<dyn Authenticator>,
@@ -120,7 +122,8 @@ pub(crate) mod paths {
 
 /// The router of the whole API. Serve it with any hyper-based server; the caller owns the
 /// listener, timeouts (exempting `GET …/logs?follow=true`) and graceful shutdown (cancel
-/// `config.shutdown` so log streams end).
+/// `config.shutdown` so log streams end). Do not wrap it in a compression layer that would
+/// buffer `application/x-ndjson`: followed log lines must reach the client as they are written.
 pub fn router(runtime: Runtime, config: HttpConfig) -> Router {
     let spec = ServedSpec::build(&config.build_version, config.spec_signing_key.as_ref());
     if let Err(e) = &spec {

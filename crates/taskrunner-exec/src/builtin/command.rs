@@ -31,9 +31,10 @@ pub struct CommandExecutor {
 }
 
 impl CommandExecutor {
-    /// Parses and checks the argv templates; uses a default [`Launcher`].
+    /// Parses and checks the argv templates; processes are confined by the default sandbox
+    /// ([`Launcher::sandboxed`]).
     pub fn new(argv: Vec<String>) -> Result<CommandExecutor, ExecError> {
-        CommandExecutor::with_launcher(argv, Arc::new(Launcher::default()))
+        CommandExecutor::with_launcher(argv, Arc::new(Launcher::sandboxed(Default::default())))
     }
 
     /// Like [`CommandExecutor::new`], starting processes through `launcher`.

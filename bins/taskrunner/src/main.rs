@@ -15,6 +15,7 @@ use taskrunner_plan::{Plan, PlanError};
 
 mod config;
 mod run;
+mod wiring;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -110,6 +111,11 @@ struct LocalArgs {
     /// holds every grant; distinct actors count separately towards `requiredApprovals`).
     #[arg(long, value_name = "NAME", default_value = "anonymous")]
     actor: String,
+    /// DEVELOPMENT ONLY: run process steps even where this host cannot enforce the isolation
+    /// their pack asks for (network namespace, cgroup limits) instead of failing them with
+    /// `sandbox-unavailable`. Logged loudly at start, at every run and in each affected step.
+    #[arg(long)]
+    unsandboxed: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -277,15 +283,15 @@ fn split_local(args: LocalArgs) -> Result<(run::Output, run::Local)> {
         data_dir: args.data_dir,
         secrets_dir: args.secrets_dir,
     })?;
-    let launcher = settings.launcher();
+    let executors = wiring::executors(&settings, args.unsandboxed)?;
+    executors.log_capabilities();
     Ok((
         run::Output {
             ndjson: matches!(args.format, RunFormat::Ndjson),
             actor: args.actor,
         },
         run::Local {
-            registry: settings.registry(&launcher)?,
-            launcher,
+            executors,
             data_dir: settings.data_dir,
             secrets_dir: settings.secrets_dir,
             tenant: settings.default_tenant,

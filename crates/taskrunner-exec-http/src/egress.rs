@@ -54,7 +54,11 @@ impl EgressPolicy {
     }
 
     /// Checks a URL's host and port, resolves it (for names) and checks every address.
-    pub(crate) async fn admit<S: AsRef<str>>(&self, host: &Host<S>, port: u16) -> Result<Target, String> {
+    pub(crate) async fn admit<S: AsRef<str>>(
+        &self,
+        host: &Host<S>,
+        port: u16,
+    ) -> Result<Target, String> {
         let shown = match host {
             Host::Domain(d) => format!("{}:{port}", d.as_ref()),
             Host::Ipv4(ip) => format!("{ip}:{port}"),
@@ -81,7 +85,13 @@ impl EgressPolicy {
         if !self.entries.is_empty() && matched.is_none() {
             return Err(format!("{shown} is not in the egressAllowlist"));
         }
-        let explicit_ip = matches!(matched, Some(Entry { host: EntryHost::Ip(_), .. }));
+        let explicit_ip = matches!(
+            matched,
+            Some(Entry {
+                host: EntryHost::Ip(_),
+                ..
+            })
+        );
         let is_localhost = name.as_deref() == Some("localhost") && matched.is_some();
         let addrs: Vec<SocketAddr> = match (literal, &name) {
             (Some(ip), _) => vec![SocketAddr::new(ip, port)],
@@ -124,7 +134,12 @@ fn parse_entry(text: &str) -> Result<Entry, String> {
         let ip: Ipv6Addr = ip.parse().map_err(|_| bad())?;
         let port = match after {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(bad)?.parse().map_err(|_| bad())?),
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?,
+            ),
         };
         return Ok(Entry {
             host: EntryHost::Ip(IpAddr::V6(ip)),
@@ -155,9 +170,7 @@ fn parse_entry(text: &str) -> Result<Entry, String> {
 /// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }

@@ -140,7 +140,9 @@ fn params(with: &Value) -> Result<Params, Error> {
         )));
     }
     let Some(Value::String(url)) = map.get("url") else {
-        return Err(invalid("builtin:http requires `with.url` (a string)".into()));
+        return Err(invalid(
+            "builtin:http requires `with.url` (a string)".into(),
+        ));
     };
     let url = Url::parse(url).map_err(|e| invalid(format!("`with.url` is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -175,7 +177,11 @@ fn params(with: &Value) -> Result<Params, Error> {
                 headers.append(name, value);
             }
         }
-        Some(_) => return Err(invalid("`with.headers` must be an object of strings".into())),
+        Some(_) => {
+            return Err(invalid(
+                "`with.headers` must be an object of strings".into(),
+            ));
+        }
     }
     let body = match map.get("body") {
         None | Some(Value::Null) => None,
@@ -192,7 +198,10 @@ fn params(with: &Value) -> Result<Params, Error> {
             Some(json.to_string().into_bytes())
         }
     };
-    if body.as_ref().is_some_and(|b| b.len() > REQUEST_BODY_BYTES_MAX) {
+    if body
+        .as_ref()
+        .is_some_and(|b| b.len() > REQUEST_BODY_BYTES_MAX)
+    {
         return Err(invalid(format!(
             "`with.body` is larger than {REQUEST_BODY_BYTES_MAX} bytes"
         )));
@@ -227,18 +236,19 @@ impl Executor for HttpExecutor {
         let config = Arc::clone(&self.config);
         Box::pin(async move {
             let masker = Masker::new(&request.secrets);
-            let fail = |error: Error| ExecOutcome::failed(error.reason(), masker.mask_str(&error.to_string()));
+            let fail = |error: Error| {
+                ExecOutcome::failed(error.reason(), masker.mask_str(&error.to_string()))
+            };
             let params = match params(&request.with) {
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            let policy = match EgressPolicy::new(
-                request.sandbox.network,
-                &request.sandbox.egress_allowlist,
-            ) {
-                Ok(p) => p,
-                Err(m) => return fail(Error::InvalidParameters(m)),
-            };
+            let policy =
+                match EgressPolicy::new(request.sandbox.network, &request.sandbox.egress_allowlist)
+                {
+                    Ok(p) => p,
+                    Err(m) => return fail(Error::InvalidParameters(m)),
+                };
             let limit = [params.timeout, request.timeout]
                 .into_iter()
                 .flatten()
@@ -256,7 +266,9 @@ impl Executor for HttpExecutor {
                 Err(_) => fail(Error::Timeout(limit.as_secs_f64())),
                 Ok(Err(error)) => {
                     let line = masker.mask_str(&error.to_string());
-                    let _ = output.send(OutputLine::new(OutputStream::Stderr, line)).await;
+                    let _ = output
+                        .send(OutputLine::new(OutputStream::Stderr, line))
+                        .await;
                     fail(error)
                 }
                 Ok(Ok((status, outputs))) => {
@@ -304,7 +316,9 @@ async fn perform(
             .await
             .map_err(Error::EgressBlocked)?;
         let client = client(&target)?;
-        let mut builder = client.request(method.clone(), url.clone()).headers(headers.clone());
+        let mut builder = client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone());
         if let Some(body) = &body {
             builder = builder.body(body.clone());
         }
@@ -394,7 +408,13 @@ async fn perform(
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"));
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = if is_json {

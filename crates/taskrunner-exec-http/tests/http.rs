@@ -34,7 +34,11 @@ async fn server() -> u16 {
                 let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
                 let length: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 while buf.len() < head_end + length {
                     let n = socket.read(&mut chunk).await.unwrap_or(0);
@@ -48,15 +52,30 @@ async fn server() -> u16 {
                 let path = target.split('?').next().unwrap_or("/").to_owned();
                 let (status, extra, content_type, payload): (&str, String, &str, Vec<u8>) =
                     if path == "/json" {
-                        ("200 OK", String::new(), "application/json", br#"{"ok":true,"n":[1,2]}"#.to_vec())
+                        (
+                            "200 OK",
+                            String::new(),
+                            "application/json",
+                            br#"{"ok":true,"n":[1,2]}"#.to_vec(),
+                        )
                     } else if path == "/echo" {
                         ("200 OK", String::new(), "text/plain", body)
                     } else if path == "/big" {
                         ("200 OK", String::new(), "text/plain", vec![b'x'; 100_000])
                     } else if let Some(to) = path.strip_prefix("/to/") {
-                        ("302 Found", format!("Location: {to}\r\n"), "text/plain", Vec::new())
+                        (
+                            "302 Found",
+                            format!("Location: {to}\r\n"),
+                            "text/plain",
+                            Vec::new(),
+                        )
                     } else {
-                        ("404 Not Found", String::new(), "text/plain", b"nope".to_vec())
+                        (
+                            "404 Not Found",
+                            String::new(),
+                            "text/plain",
+                            b"nope".to_vec(),
+                        )
                     };
                 let response = format!(
                     "HTTP/1.1 {status}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\nX-Test: a\r\nX-Test: b\r\nConnection: close\r\n\r\n",
@@ -139,7 +158,10 @@ async fn a_post_sends_json_and_secrets_are_masked_in_outputs_and_log() {
     .await;
     assert!(outcome.is_success(), "{outcome:?}");
     assert_eq!(outcome.outputs()["body"], r#"{"token":"***","x":1}"#);
-    assert!(lines.iter().all(|l| !l.line.contains("s3cr3t-token")), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| !l.line.contains("s3cr3t-token")),
+        "{lines:?}"
+    );
     assert!(lines[0].line.contains("t=***"), "{lines:?}");
 }
 
@@ -149,17 +171,34 @@ async fn hosts_and_ports_outside_the_allowlist_are_refused() {
     let http = HttpExecutor::default();
     for (url, list, expected) in [
         // Another port of an allowed address.
-        (format!("http://127.0.0.1:{port}/json"), vec![format!("127.0.0.1:{}", port.wrapping_add(1))], "not in the egressAllowlist"),
+        (
+            format!("http://127.0.0.1:{port}/json"),
+            vec![format!("127.0.0.1:{}", port.wrapping_add(1))],
+            "not in the egressAllowlist",
+        ),
         // A name resolving to an allowed address is not that address.
-        (format!("http://localhost:{port}/json"), vec![format!("127.0.0.1:{port}")], "not in the egressAllowlist"),
+        (
+            format!("http://localhost:{port}/json"),
+            vec![format!("127.0.0.1:{port}")],
+            "not in the egressAllowlist",
+        ),
         // Sealed with an empty list: no HTTP at all.
         (format!("http://127.0.0.1:{port}/json"), vec![], "sealed"),
     ] {
         let (outcome, lines) = call(&http, request(json!({"url": url}), allow(&list))).await;
-        assert_eq!(reason(&outcome), "egress-blocked", "{url} {list:?}: {outcome:?}");
-        let ExecOutcome::Failed { message, .. } = &outcome else { unreachable!() };
+        assert_eq!(
+            reason(&outcome),
+            "egress-blocked",
+            "{url} {list:?}: {outcome:?}"
+        );
+        let ExecOutcome::Failed { message, .. } = &outcome else {
+            unreachable!()
+        };
         assert!(message.contains(expected), "{message}");
-        assert!(lines.iter().any(|l| l.line.contains("egress blocked")), "logged: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.line.contains("egress blocked")),
+            "logged: {lines:?}"
+        );
     }
     // Networked with an empty list: public addresses only, so the loopback is refused.
     let (outcome, _) = call(
@@ -181,7 +220,10 @@ async fn hosts_and_ports_outside_the_allowlist_are_refused() {
         ),
     )
     .await;
-    assert!(outcome.is_success(), "localhost listed explicitly: {outcome:?}");
+    assert!(
+        outcome.is_success(),
+        "localhost listed explicitly: {outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -204,7 +246,9 @@ async fn redirects_are_followed_only_to_allowed_hosts() {
         url = format!("http://127.0.0.1:{port}/to/{url}");
     }
     let (outcome, _) = call(&http, request(json!({"url": url}), allow(&list))).await;
-    let ExecOutcome::Failed { message, .. } = &outcome else { panic!("{outcome:?}") };
+    let ExecOutcome::Failed { message, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
     assert!(message.contains("more than 5 redirects"), "{message}");
 }
 
@@ -212,19 +256,47 @@ async fn redirects_are_followed_only_to_allowed_hosts() {
 async fn large_bodies_error_statuses_and_bad_parameters_fail() {
     let port = server().await;
     let list = vec![format!("127.0.0.1:{port}")];
-    let small = HttpExecutor::new(HttpConfig { body_bytes_max: 1000, ..HttpConfig::default() });
-    let (outcome, _) = call(&small, request(json!({"url": format!("http://127.0.0.1:{port}/big")}), allow(&list))).await;
-    let ExecOutcome::Failed { message, .. } = &outcome else { panic!("{outcome:?}") };
+    let small = HttpExecutor::new(HttpConfig {
+        body_bytes_max: 1000,
+        ..HttpConfig::default()
+    });
+    let (outcome, _) = call(
+        &small,
+        request(
+            json!({"url": format!("http://127.0.0.1:{port}/big")}),
+            allow(&list),
+        ),
+    )
+    .await;
+    let ExecOutcome::Failed { message, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
     assert!(message.contains("larger than 1000 bytes"), "{message}");
 
     let http = HttpExecutor::default();
-    let (outcome, _) = call(&http, request(json!({"url": format!("http://127.0.0.1:{port}/missing")}), allow(&list))).await;
+    let (outcome, _) = call(
+        &http,
+        request(
+            json!({"url": format!("http://127.0.0.1:{port}/missing")}),
+            allow(&list),
+        ),
+    )
+    .await;
     assert_eq!(reason(&outcome), "http-status");
     assert_eq!(outcome.outputs()["status"], 404);
 
-    for with in [json!({}), json!({"url": "ftp://x/"}), json!({"url": "http://a/", "verb": "GET"}),
-                 json!({"url": "http://u:p@a/"}), json!({"url": "http://a/", "timeoutSeconds": 0})] {
+    for with in [
+        json!({}),
+        json!({"url": "ftp://x/"}),
+        json!({"url": "http://a/", "verb": "GET"}),
+        json!({"url": "http://u:p@a/"}),
+        json!({"url": "http://a/", "timeoutSeconds": 0}),
+    ] {
         let (outcome, _) = call(&http, request(with.clone(), allow(&list))).await;
-        assert_eq!(reason(&outcome), "invalid-parameters", "{with}: {outcome:?}");
+        assert_eq!(
+            reason(&outcome),
+            "invalid-parameters",
+            "{with}: {outcome:?}"
+        );
     }
 }

@@ -42,10 +42,8 @@ pub use crate::launcher::{
     Confinement, Isolation, LaunchedProcess, Launcher, LauncherConfig, NetworkMode, ProcessSpec,
     STOP_GRACE_MAX, SandboxSpec,
 };
-pub use crate::sandbox::{
-    Capabilities, Control, DEFAULT_READ_ONLY_PATHS, Sandbox, SandboxConfig,
-};
 pub use crate::lines::LINE_BYTES_MAX;
 pub use crate::mask::{MASK, Masker};
 pub use crate::process::OUTPUT_FILE_BYTES_MAX;
 pub use crate::request::{ExecOutcome, ExecRequest, OutputLine, OutputStream, reason};
+pub use crate::sandbox::{Capabilities, Control, DEFAULT_READ_ONLY_PATHS, Sandbox, SandboxConfig};

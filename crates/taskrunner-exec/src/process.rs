@@ -138,7 +138,9 @@ pub(crate) async fn run_invocation(
     };
     let launched = match launcher.launch(spec, &request.sandbox) {
         Ok(launched) => launched,
-        Err(error) => return ExecOutcome::failed(error.reason(), masker.mask_str(&error.to_string())),
+        Err(error) => {
+            return ExecOutcome::failed(error.reason(), masker.mask_str(&error.to_string()));
+        }
     };
     report_confinement(&launched.confinement, &output).await;
     let confinement = launched.confinement;
@@ -268,7 +270,8 @@ pub(crate) async fn run_invocation(
                 }
             } else if code != 0 {
                 if confinement.pids_limit_hit() {
-                    message.push_str("; the attempt reached its process limit (a fork was refused)");
+                    message
+                        .push_str("; the attempt reached its process limit (a fork was refused)");
                 }
                 ExecOutcome::Failed {
                     reason: reason::EXIT_CODE.to_owned(),
@@ -290,7 +293,10 @@ pub(crate) async fn run_invocation(
 
 /// Records how the attempt is confined as a `sandbox` line (its metadata names each
 /// mechanism), and each unenforced control as a loud warning line.
-async fn report_confinement(confinement: &crate::launcher::Confinement, output: &Sender<OutputLine>) {
+async fn report_confinement(
+    confinement: &crate::launcher::Confinement,
+    output: &Sender<OutputLine>,
+) {
     if confinement.mechanisms.is_empty() && confinement.warnings.is_empty() {
         return;
     }

@@ -93,7 +93,10 @@ async fn sealed_steps_cannot_reach_the_host_loopback_but_networked_ones_can() {
         .find(|l| l.stream == taskrunner_exec::OutputStream::Sandbox)
         .expect("a sandbox line");
     assert_eq!(
-        sandbox_line.metadata.get("sandbox.network").map(String::as_str),
+        sandbox_line
+            .metadata
+            .get("sandbox.network")
+            .map(String::as_str),
         Some("netns (loopback only)")
     );
 
@@ -399,7 +402,10 @@ async fn missing_controls_fail_with_sandbox_unavailable_unless_unsandboxed() {
         .iter()
         .find(|l| l.metadata.contains_key("unsandboxed"))
         .expect("a loud warning line");
-    assert!(warning.line.contains("memory limit of 64 MiB"), "{warning:?}");
+    assert!(
+        warning.line.contains("memory limit of 64 MiB"),
+        "{warning:?}"
+    );
     assert!(warning.line.contains("NOT enforced"), "{warning:?}");
 }
 

@@ -21,8 +21,7 @@ use taskrunner_engine::{
     RunInfo, RunStatus, RunView, Secrets, Timestamp,
 };
 use taskrunner_exec::{
-    ExecOutcome, ExecRequest, ExecutorRegistry, NetworkMode, OutputLine, OutputStream,
-    SandboxSpec,
+    ExecOutcome, ExecRequest, ExecutorRegistry, NetworkMode, OutputLine, OutputStream, SandboxSpec,
 };
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest, Step, StepKind};
 use taskrunner_plan::{Plan, PlanError};

@@ -17,9 +17,18 @@ const CPU_QUOTA_MIN_US: u64 = 1_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Hierarchy {
     /// cgroup v2: one base directory with the controllers enabled for its children.
-    V2 { base: PathBuf, memory: bool, cpu: bool, pids: bool },
+    V2 {
+        base: PathBuf,
+        memory: bool,
+        cpu: bool,
+        pids: bool,
+    },
     /// cgroup v1: one base directory per controller hierarchy.
-    V1 { memory: Option<PathBuf>, cpu: Option<PathBuf>, pids: Option<PathBuf> },
+    V1 {
+        memory: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+        pids: Option<PathBuf>,
+    },
 }
 
 impl Hierarchy {
@@ -170,8 +179,8 @@ pub(crate) fn discover() -> Result<Hierarchy, String> {
         own.iter().find(|(controllers, _)| controllers.is_empty()),
     ) {
         let own_dir = join(mount, path);
-        let available = std::fs::read_to_string(own_dir.join("cgroup.controllers"))
-            .unwrap_or_default();
+        let available =
+            std::fs::read_to_string(own_dir.join("cgroup.controllers")).unwrap_or_default();
         let wanted: Vec<&str> = ["memory", "cpu", "pids"]
             .into_iter()
             .filter(|c| available.split_whitespace().any(|a| a == *c))
@@ -190,8 +199,8 @@ pub(crate) fn discover() -> Result<Hierarchy, String> {
             // Our own cgroup must delegate the controllers to our base, and the base to the
             // attempts (the "no internal processes" rule: the base holds no process).
             if enable(&own_dir) && make_dir(&base) && enable(&base) {
-                let enabled =
-                    std::fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+                let enabled = std::fs::read_to_string(base.join("cgroup.subtree_control"))
+                    .unwrap_or_default();
                 let has = |c: &str| enabled.split_whitespace().any(|e| e == c);
                 return Ok(Hierarchy::V2 {
                     memory: has("memory"),
@@ -209,9 +218,9 @@ pub(crate) fn discover() -> Result<Hierarchy, String> {
 
     // v1
     let v1_base = |controller: &str| -> Option<PathBuf> {
-        let (mount, _, _) = mounts.iter().find(|(_, fstype, opts)| {
-            fstype == "cgroup" && opts.iter().any(|o| o == controller)
-        })?;
+        let (mount, _, _) = mounts
+            .iter()
+            .find(|(_, fstype, opts)| fstype == "cgroup" && opts.iter().any(|o| o == controller))?;
         let (_, path) = own
             .iter()
             .find(|(controllers, _)| controllers.iter().any(|c| c == controller))?;
@@ -290,13 +299,18 @@ impl AttemptCgroup {
                     write(&dir, "memory.limit_in_bytes", &bytes.to_string())?;
                     // Without swap accounting this file is absent; swap then is what the
                     // host has (none here), which we cannot limit.
-                    let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), bytes.to_string());
+                    let _ =
+                        std::fs::write(dir.join("memory.memsw.limit_in_bytes"), bytes.to_string());
                     cgroup.memory_dir = Some(dir);
                 }
                 if let (Some(base), Some(millicores)) = (cpu, limits.cpu_millicores) {
                     let dir = mkdir(&mut cgroup, base)?;
                     write(&dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
-                    write(&dir, "cpu.cfs_quota_us", &cpu_quota_us(millicores).to_string())?;
+                    write(
+                        &dir,
+                        "cpu.cfs_quota_us",
+                        &cpu_quota_us(millicores).to_string(),
+                    )?;
                 }
                 if let (Some(base), Some(max)) = (pids, limits.pids_max) {
                     let dir = mkdir(&mut cgroup, base)?;

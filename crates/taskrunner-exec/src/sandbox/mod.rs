@@ -159,7 +159,10 @@ impl fmt::Display for Capabilities {
             .collect();
         write!(f, "{}", parts.join("; "))?;
         if self.unsandboxed {
-            write!(f, "; UNSANDBOXED development mode: missing controls are NOT enforced")?;
+            write!(
+                f,
+                "; UNSANDBOXED development mode: missing controls are NOT enforced"
+            )?;
         }
         Ok(())
     }
@@ -317,10 +320,7 @@ impl Sandbox {
                 AccessFs::from_read(abi) | AccessFs::from_write(abi),
             ))
             .map_err(error)?
-            .add_rules(path_beneath_rules(
-                [&process.cwd],
-                AccessFs::from_all(abi),
-            ))
+            .add_rules(path_beneath_rules([&process.cwd], AccessFs::from_all(abi)))
             .map_err(error)?;
         Ok(ruleset.into())
     }
@@ -375,9 +375,10 @@ impl Isolation for Sandbox {
                     unavailable_reason(&self.capabilities.memory)
                 ));
                 // Best effort for development hosts only: an address-space limit.
-                setup
-                    .rlimits
-                    .push((RlimitResource::AddressSpace, mib.saturating_mul(1024 * 1024)));
+                setup.rlimits.push((
+                    RlimitResource::AddressSpace,
+                    mib.saturating_mul(1024 * 1024),
+                ));
                 mechanisms.insert("memory".into(), format!("rlimit AS {mib} MiB (no cgroup)"));
             }
         }

@@ -25,6 +25,7 @@ const STORE: &str = "taskrunner-store";
 const STORE_SQLITE: &str = "taskrunner-store-sqlite";
 const STORE_POSTGRES: &str = "taskrunner-store-postgres";
 const EXEC: &str = "taskrunner-exec";
+const EXEC_HTTP: &str = "taskrunner-exec-http";
 const RUNTIME: &str = "taskrunner-runtime";
 const HTTP: &str = "taskrunner-http";
 const AUTH: &str = "taskrunner-auth";
@@ -47,6 +48,9 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     (STORE_SQLITE, &[EXPR, MANIFEST, PLAN, ENGINE, STORE]),
     (STORE_POSTGRES, &[EXPR, MANIFEST, PLAN, ENGINE, STORE]),
     (EXEC, &[EXPR, MANIFEST, PLAN, ENGINE]),
+    // `builtin:http`: outbound HTTP behind the executor port; kept apart so the HTTP client
+    // stays out of everything but the binary.
+    (EXEC_HTTP, &[EXEC]),
     // The runtime drives ports (store traits, executors); bins pick the storage adapters.
     (RUNTIME, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC]),
     // Authentication knows nothing of runs: it maps credentials to scopes.
@@ -59,7 +63,7 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
 ];
 
 /// Adapters that any crate's tests may use (they run against real stores and executors).
-const DEV_ADAPTERS: &[&str] = &[STORE_SQLITE, STORE_POSTGRES, EXEC];
+const DEV_ADAPTERS: &[&str] = &[STORE_SQLITE, STORE_POSTGRES, EXEC, EXEC_HTTP];
 
 /// Crates that must not appear in a pure crate's normal dependency closure, and why.
 pub const BANNED_IN_PURE_CLOSURE: &[(&str, &str)] = &[

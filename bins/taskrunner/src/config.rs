@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
-use taskrunner_exec::{CommandExecutor, ExecutorRegistry, Launcher, LauncherConfig};
+use taskrunner_exec::CommandExecutor;
 use toml::Spanned;
 
 /// Default of `data_dir`.
@@ -82,6 +82,34 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct ExecutorFile {
     command: Spanned<Vec<String>>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(rename = "timeoutSeconds")]
+    timeout_seconds: Option<Spanned<u64>>,
+}
+
+/// A host-configured command executor (`[executors."NAME"]`), checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostExecutor {
+    /// The argv templates.
+    pub(crate) command: Vec<String>,
+    /// Literal environment variables of the process.
+    pub(crate) env: BTreeMap<String, String>,
+    /// Wall-time limit of each attempt (the step's own timeout applies when shorter).
+    pub(crate) timeout_seconds: Option<u64>,
+}
+
+impl HostExecutor {
+    /// The executor, starting processes through `launcher`.
+    pub(crate) fn build(
+        &self,
+        launcher: Arc<taskrunner_exec::Launcher>,
+    ) -> Result<CommandExecutor, taskrunner_exec::ExecError> {
+        Ok(
+            CommandExecutor::with_launcher(self.command.clone(), launcher)?
+                .with_env(self.env.clone())?
+                .with_timeout(self.timeout_seconds.map(std::time::Duration::from_secs)),
+        )
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,8 +172,8 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) secrets_dir: Option<PathBuf>,
     pub(crate) default_tenant: String,
-    /// Host-configured command executors by `uses` name: their argv templates, checked.
-    pub(crate) executors: BTreeMap<String, Vec<String>>,
+    /// Host-configured command executors by `uses` name, checked.
+    pub(crate) executors: BTreeMap<String, HostExecutor>,
     #[cfg_attr(
         not(test),
         expect(dead_code, reason = "read by `serve`, the next issue")
@@ -192,29 +220,6 @@ pub(crate) enum JwtKey {
     Jwks(PathBuf),
     /// An HS256 shared secret (the file's bytes, a trailing newline removed).
     HmacSecret(PathBuf),
-}
-
-impl Settings {
-    /// The built-in executors plus the host-configured ones, all starting processes through
-    /// `launcher`.
-    pub(crate) fn registry(&self, launcher: &Arc<Launcher>) -> Result<ExecutorRegistry> {
-        let mut registry = ExecutorRegistry::with_builtins_using(launcher.clone());
-        for (name, argv) in &self.executors {
-            let executor = CommandExecutor::with_launcher(argv.clone(), launcher.clone())
-                .map_err(|e| anyhow::anyhow!("executor {name:?}: {e}"))?;
-            registry.register(name.clone(), Arc::new(executor));
-        }
-        Ok(registry)
-    }
-
-    /// The process launcher of local runs: live process groups are recorded under the data
-    /// directory so that a crashed run's leftovers can be killed at the next start.
-    pub(crate) fn launcher(&self) -> Arc<Launcher> {
-        Arc::new(Launcher::new(LauncherConfig {
-            group_ledger: Some(self.data_dir.join("process-groups")),
-            ..LauncherConfig::default()
-        }))
-    }
 }
 
 /// Reads the config file named by `flags` (if any) and merges it with the process environment
@@ -401,10 +406,38 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
         let name = name.into_inner();
         check_executor_name(&name).map_err(|m| at(span.clone(), m))?;
         let command_span = entry.command.span();
-        let argv = entry.command.into_inner();
-        CommandExecutor::new(argv.clone())
+        let command = entry.command.into_inner();
+        CommandExecutor::with_launcher(command.clone(), Default::default())
             .map_err(|e| at(command_span, format!("executor {name:?}: {e}")))?;
-        executors.insert(name, argv);
+        let env = match entry.env {
+            Some(env) => {
+                let span = env.span();
+                let env = env.into_inner();
+                CommandExecutor::with_launcher(command.clone(), Default::default())
+                    .and_then(|e| e.with_env(env.clone()))
+                    .map_err(|e| at(span, format!("executor {name:?}: `env`: {e}")))?;
+                env
+            }
+            None => BTreeMap::new(),
+        };
+        let timeout_seconds = match entry.timeout_seconds {
+            Some(t) if *t.get_ref() == 0 => {
+                return Err(at(
+                    t.span(),
+                    format!("executor {name:?}: `timeoutSeconds` must be a positive integer"),
+                ));
+            }
+            Some(t) => Some(t.into_inner()),
+            None => None,
+        };
+        executors.insert(
+            name,
+            HostExecutor {
+                command,
+                env,
+                timeout_seconds,
+            },
+        );
     }
 
     Ok(Settings {
@@ -536,7 +569,9 @@ mod tests {
         assert!(s.executors.is_empty());
         assert_eq!(s.server.listen.to_string(), LISTEN_DEFAULT);
         assert_eq!(s.server.auth, AuthMode::None);
-        assert!(s.registry(&s.launcher()).unwrap().contains("builtin:shell"));
+        let wiring = crate::wiring::executors(&s, false).unwrap();
+        assert!(wiring.registry.contains("builtin:shell"));
+        assert!(wiring.registry.contains("builtin:http"));
     }
 
     #[test]
@@ -755,7 +790,7 @@ mod tests {
             env_of(&[]),
         )
         .unwrap();
-        let registry = s.registry(&s.launcher()).unwrap();
+        let registry = crate::wiring::executors(&s, false).unwrap().registry;
         for name in [
             "builtin:greet",
             "acme/scan",
@@ -765,6 +800,7 @@ mod tests {
             assert!(registry.contains(name), "{name}");
         }
         let argv: Vec<&str> = s.executors["builtin:greet"]
+            .command
             .iter()
             .map(String::as_str)
             .collect();

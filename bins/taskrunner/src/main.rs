@@ -17,6 +17,7 @@ mod config;
 #[cfg_attr(not(test), expect(dead_code, reason = "wired into `serve` next"))]
 mod listener;
 mod run;
+mod wiring;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -112,6 +113,11 @@ struct LocalArgs {
     /// holds every grant; distinct actors count separately towards `requiredApprovals`).
     #[arg(long, value_name = "NAME", default_value = "anonymous")]
     actor: String,
+    /// DEVELOPMENT ONLY: run process steps even where this host cannot enforce the isolation
+    /// their pack asks for (network namespace, cgroup limits) instead of failing them with
+    /// `sandbox-unavailable`. Logged loudly at start, at every run and in each affected step.
+    #[arg(long)]
+    unsandboxed: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -279,15 +285,15 @@ fn split_local(args: LocalArgs) -> Result<(run::Output, run::Local)> {
         data_dir: args.data_dir,
         secrets_dir: args.secrets_dir,
     })?;
-    let launcher = settings.launcher();
+    let executors = wiring::executors(&settings, args.unsandboxed)?;
+    executors.log_capabilities();
     Ok((
         run::Output {
             ndjson: matches!(args.format, RunFormat::Ndjson),
             actor: args.actor,
         },
         run::Local {
-            registry: settings.registry(&launcher)?,
-            launcher,
+            executors,
             data_dir: settings.data_dir,
             secrets_dir: settings.secrets_dir,
             tenant: settings.default_tenant,

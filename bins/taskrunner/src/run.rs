@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 use taskrunner_engine::{Decision, RunStatus, RunView, StepStatus, Timestamp};
-use taskrunner_exec::{ExecutorRegistry, Launcher};
 use taskrunner_runtime::{
     ChainedSecrets, CreateRun, DecisionRequest, DirSecrets, EnvSecrets, Runtime, RuntimeConfig,
     RuntimeError, SystemClock,
@@ -51,10 +50,8 @@ pub(crate) struct Local {
     pub(crate) secrets_dir: Option<PathBuf>,
     /// The tenant runs are created in and looked up under (`default_tenant`).
     pub(crate) tenant: String,
-    /// The built-ins plus the host-configured executors.
-    pub(crate) registry: ExecutorRegistry,
-    /// The launcher they share (records live process groups under the data directory).
-    pub(crate) launcher: Arc<Launcher>,
+    /// The sandbox, launcher and executors (`wiring::executors`, shared with `serve`).
+    pub(crate) executors: crate::wiring::Executors,
 }
 
 async fn start(local: &Local) -> Result<Runtime> {
@@ -72,13 +69,16 @@ async fn start(local: &Local) -> Result<Runtime> {
     }
     secrets = secrets.push(EnvSecrets);
     // Rule 17: whatever attempts of a killed process left running dies before they are retried.
-    let reaped = local.launcher.reap_leftovers();
+    let reaped = local.executors.launcher.reap_leftovers();
+    if let Some(warning) = local.executors.run_warning() {
+        eprintln!("{warning}");
+    }
     if reaped > 0 {
         eprintln!("stopped {reaped} leftover process(es) of interrupted attempts");
     }
     Runtime::start(
         Store::new(store),
-        local.registry.clone(),
+        local.executors.registry.clone(),
         Arc::new(SystemClock),
         Arc::new(secrets),
         RuntimeConfig::new(local.data_dir.join("workspaces")),

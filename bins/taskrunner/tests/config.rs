@@ -208,3 +208,65 @@ fn replacing_a_builtin_is_an_error() {
         )
     );
 }
+
+/// The shipped example: its config and pack run, a hostile input reaches the host command as
+/// one literal argument, and the host's `env` is set. Needs what a sealed, limited pack needs.
+#[test]
+fn shipped_example_runs_with_a_hostile_input_as_one_argument() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+    let d = dir("example");
+    let out = taskrunner(
+        &d,
+        &[
+            "run",
+            examples.join("scan.yaml").to_str().unwrap(),
+            "--config",
+            examples.join("taskrunner.toml").to_str().unwrap(),
+            "--data-dir",
+            d.join("data").to_str().unwrap(),
+            "--input",
+            "target=; rm -rf /",
+            "--format",
+            "ndjson",
+        ],
+        &[],
+    );
+    let err = stderr(&out);
+    if err.contains("NOT AVAILABLE") && out.status.code() != Some(0) {
+        eprintln!("SKIPPED: this host lacks a sandbox control the example needs: {err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{err}\n{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("scanning target=[; rm -rf /] depth=[2]"),
+        "{text}"
+    );
+    assert!(text.contains("hello ; rm -rf /"), "{text}");
+    assert!(
+        text.contains("\"sandbox.network\":\"netns (loopback only)\""),
+        "{text}"
+    );
+    assert!(err.contains("sandbox:"), "capabilities logged once: {err}");
+}
+
+#[test]
+fn host_executor_env_and_timeout_are_validated() {
+    let d = dir("exec-env");
+    let pack = write(&d, "noop.yaml", NOOP_PACK);
+    for (text, needle) in [
+        (
+            "[executors.\"builtin:x\"]\ncommand = [\"/bin/true\"]\ntimeoutSeconds = 0\n",
+            "`timeoutSeconds` must be a positive integer",
+        ),
+        (
+            "[executors.\"builtin:x\"]\ncommand = [\"/bin/true\"]\nenv = { \"A=B\" = \"x\" }\n",
+            "invalid variable name",
+        ),
+    ] {
+        let config = write(&d, "bad.toml", text);
+        let out = taskrunner(&d, &["run", &pack, "--config", &config], &[]);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(stderr(&out).contains(needle), "{text}: {}", stderr(&out));
+    }
+}

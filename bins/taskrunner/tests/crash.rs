@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,12 +18,11 @@ use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
 
 const KILLS_MIN: usize = 200;
 
-fn pack(ledger: &Path) -> String {
-    // Every shell step appends "<run> <step> <attempt>" to the ledger when it succeeds.
-    let record = format!(
-        "echo \"$TASKRUNNER_RUN_ID $TASKRUNNER_STEP_ID $TASKRUNNER_ATTEMPT\" >> {}",
-        ledger.display()
-    );
+fn pack() -> String {
+    // Every shell step appends "<run> <step> <attempt>" to its run's ledger (in the run's
+    // workspace: the sandbox confines writes to it) when it succeeds.
+    let record =
+        "echo \"$TASKRUNNER_RUN_ID $TASKRUNNER_STEP_ID $TASKRUNNER_ATTEMPT\" >> ledger".to_owned();
     format!(
         r#"apiVersion: stellaops.io/pack.v1
 kind: TaskPack
@@ -84,9 +83,8 @@ fn sigkill_at_random_moments_loses_nothing() {
     let dir = std::env::temp_dir().join(format!("taskrunner-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let ledger = dir.join("ledger");
     let pack_file = dir.join("pack.yaml");
-    std::fs::write(&pack_file, pack(&ledger)).unwrap();
+    std::fs::write(&pack_file, pack()).unwrap();
     let data = dir.join("data");
     let data_s = data.to_str().unwrap().to_owned();
     let pack_s = pack_file.to_str().unwrap().to_owned();
@@ -205,7 +203,14 @@ fn sigkill_at_random_moments_loses_nothing() {
     eprintln!("{} runs verified", runs.len());
 
     // No step succeeded twice for the same attempt; every step that must run did, per run.
-    let text = std::fs::read_to_string(&ledger).unwrap();
+    let mut text = String::new();
+    for tenant in std::fs::read_dir(data.join("workspaces")).unwrap() {
+        for run in std::fs::read_dir(tenant.unwrap().path()).unwrap() {
+            text.push_str(
+                &std::fs::read_to_string(run.unwrap().path().join("ledger")).unwrap_or_default(),
+            );
+        }
+    }
     let mut seen = BTreeSet::new();
     for line in text.lines() {
         assert!(

@@ -42,10 +42,10 @@ impl ExecutorRegistry {
         ExecutorRegistry::default()
     }
 
-    /// `builtin:noop`, `builtin:echo`, `builtin:sleep` and `builtin:shell` (with a default
-    /// [`Launcher`]).
+    /// `builtin:noop`, `builtin:echo`, `builtin:sleep` and `builtin:shell`, with process
+    /// executors confined by the default sandbox ([`Launcher::sandboxed`]).
     pub fn with_builtins() -> ExecutorRegistry {
-        ExecutorRegistry::with_builtins_using(Arc::new(Launcher::default()))
+        ExecutorRegistry::with_builtins_using(Arc::new(Launcher::sandboxed(Default::default())))
     }
 
     /// The built-ins, with process executors going through `launcher`.

@@ -80,8 +80,8 @@ pub enum NetworkMode {
     Sealed,
 }
 
-/// The isolation one attempt asks for. `SandboxSpec::default()` asks for none: it is what
-/// the launcher can provide without an [`Isolation`] hook.
+/// The isolation one attempt asks for (the pack's `spec.sandbox`, SPEC §1.6/§7).
+/// `SandboxSpec::default()` asks for none: the shared network and no limits.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SandboxSpec {
@@ -91,9 +91,37 @@ pub struct SandboxSpec {
     pub cpu_limit_millicores: Option<u32>,
     /// Memory limit (cgroup), if any.
     pub memory_limit_mib: Option<u64>,
+    /// `egressAllowlist` (`host` or `host:port`), enforced by `builtin:http`.
+    pub egress_allowlist: Vec<String>,
 }
 
 impl SandboxSpec {
+    /// A spec with this network mode and no limits.
+    pub fn new(network: NetworkMode) -> SandboxSpec {
+        SandboxSpec {
+            network,
+            ..SandboxSpec::default()
+        }
+    }
+
+    /// With a CPU limit.
+    pub fn with_cpu_limit_millicores(mut self, millicores: Option<u32>) -> SandboxSpec {
+        self.cpu_limit_millicores = millicores;
+        self
+    }
+
+    /// With a memory limit.
+    pub fn with_memory_limit_mib(mut self, mib: Option<u64>) -> SandboxSpec {
+        self.memory_limit_mib = mib;
+        self
+    }
+
+    /// With an egress allowlist.
+    pub fn with_egress_allowlist(mut self, allowlist: Vec<String>) -> SandboxSpec {
+        self.egress_allowlist = allowlist;
+        self
+    }
+
     /// True when anything beyond the launcher's baseline is asked for.
     pub fn requests_isolation(&self) -> bool {
         self.network != NetworkMode::Shared
@@ -102,16 +130,46 @@ impl SandboxSpec {
     }
 }
 
-/// The hook where a sandbox implementation slots in.
+/// The hook where a sandbox implementation slots in (see [`crate::Sandbox`]).
 pub trait Isolation: Send + Sync + fmt::Debug {
-    /// Called before spawning: adjust the command (for example wrap it in a namespace
-    /// helper, set rlimits through a helper). Return `SandboxUnavailable` when the host
-    /// cannot provide `spec`.
-    fn prepare(&self, spec: &SandboxSpec, command: &mut Command) -> Result<(), ExecError>;
+    /// Called before spawning: adjust `command` (for example a `pre_exec` hook that enters
+    /// namespaces and cgroups) and return what confines the attempt. Return
+    /// `SandboxUnavailable` naming the missing control when the host cannot provide `spec`.
+    fn prepare(
+        &self,
+        spec: &SandboxSpec,
+        process: &ProcessSpec,
+        command: &mut Command,
+    ) -> Result<Confinement, ExecError>;
+}
 
-    /// Called right after spawning with the child's pid (which is also its process group
-    /// id), for example to move it into a cgroup. An error stops the process group.
-    fn attach(&self, spec: &SandboxSpec, pid: u32) -> Result<(), ExecError>;
+/// What confines one attempt: how each control is enforced (recorded in the step's log), any
+/// loud warnings (unsandboxed development mode), and the attempt's cgroup, which is removed
+/// when this is dropped.
+#[derive(Debug, Default)]
+pub struct Confinement {
+    /// Control → mechanism, e.g. `network` → `netns (loopback only)`.
+    pub mechanisms: BTreeMap<String, String>,
+    /// Controls the attempt asked for that are not enforced (only with `unsandboxed`).
+    pub warnings: Vec<String>,
+    pub(crate) cgroup: Option<crate::sandbox::cgroup::AttemptCgroup>,
+}
+
+impl Confinement {
+    /// Live processes of the attempt's cgroup (empty without one).
+    pub fn members(&self) -> Vec<i32> {
+        self.cgroup.as_ref().map_or_else(Vec::new, |c| c.members())
+    }
+
+    /// True when the cgroup's OOM killer killed one of the attempt's processes.
+    pub fn memory_limit_hit(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|c| c.oom_killed())
+    }
+
+    /// True when a fork was refused at the process limit.
+    pub fn pids_limit_hit(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|c| c.pids_limit_hit())
+    }
 }
 
 /// What to run.
@@ -127,6 +185,8 @@ pub struct ProcessSpec {
     pub cwd: PathBuf,
     /// Whether stdin is a pipe (else `/dev/null`).
     pub stdin_piped: bool,
+    /// Files outside `cwd` the process may write (the `$TASKRUNNER_OUTPUT` file).
+    pub writable_files: Vec<PathBuf>,
 }
 
 /// A started process: the child and its pipes, and its process group.
@@ -142,6 +202,8 @@ pub struct LaunchedProcess {
     pub stdout: ChildStdout,
     /// Stderr pipe.
     pub stderr: ChildStderr,
+    /// What confines it (default: nothing beyond the baseline).
+    pub confinement: Confinement,
 }
 
 /// Starts and stops step processes.
@@ -166,6 +228,11 @@ impl Launcher {
             config,
             isolation: Some(isolation),
         }
+    }
+
+    /// A launcher confining processes with the process-wide default [`crate::Sandbox`].
+    pub fn sandboxed(config: LauncherConfig) -> Launcher {
+        Launcher::with_isolation(config, crate::sandbox::Sandbox::shared_default())
     }
 
     /// The configuration.
@@ -203,10 +270,20 @@ impl Launcher {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(isolation) = &self.isolation {
-            isolation.prepare(sandbox, &mut command)?;
-        }
-        let mut child = command.spawn().map_err(ExecError::Spawn)?;
+        let confinement = match &self.isolation {
+            Some(isolation) => isolation.prepare(sandbox, &process, &mut command)?,
+            None => Confinement::default(),
+        };
+        let mut child = command.spawn().map_err(|error| {
+            if confinement.mechanisms.is_empty() {
+                ExecError::Spawn(error)
+            } else {
+                ExecError::Spawn(std::io::Error::new(
+                    error.kind(),
+                    format!("{error} (while entering the sandbox or executing the program)"),
+                ))
+            }
+        })?;
         let Some(pid) = child.id() else {
             // `id` is `None` only once the child has been reaped, which nobody did yet.
             return Err(ExecError::Internal("spawned child has no pid".into()));
@@ -214,12 +291,6 @@ impl Launcher {
         let pgid = Pid::from_raw(i32::try_from(pid).map_err(|_| {
             ExecError::Internal(format!("pid {pid} does not fit a process group id"))
         })?);
-        if let Some(isolation) = &self.isolation
-            && let Err(error) = isolation.attach(sandbox, pid)
-        {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            return Err(error);
-        }
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             let _ = killpg(pgid, Signal::SIGKILL);
             return Err(ExecError::Internal("child pipes missing".into()));
@@ -232,6 +303,7 @@ impl Launcher {
             stdin,
             stdout,
             stderr,
+            confinement,
         })
     }
 
@@ -318,20 +390,33 @@ impl Launcher {
     /// The caller must keep reaping its direct child concurrently (its zombie is a member
     /// until reaped, and only the parent can reap it).
     pub async fn stop_group(&self, pgid: Pid) -> bool {
-        if group_gone(pgid) {
+        self.stop(pgid, &Confinement::default()).await
+    }
+
+    /// Like [`Launcher::stop_group`], applied to the attempt's whole cgroup as well (rule 17):
+    /// a process that left the group (`setsid`) but not the cgroup is stopped too.
+    pub async fn stop(&self, pgid: Pid, confinement: &Confinement) -> bool {
+        let gone = || group_gone(pgid) && live(confinement.members()).is_empty();
+        if gone() {
             return true;
         }
         let give_up_at = Instant::now() + self.config.stop_wait_max;
-        signal_group(pgid, Signal::SIGTERM);
-        signal_group(pgid, Signal::SIGCONT);
-        if wait_group_gone(pgid, Instant::now() + self.stop_grace()).await {
+        let signal_all = |signal: Signal| {
+            signal_group(pgid, signal);
+            for pid in confinement.members() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+            }
+        };
+        signal_all(Signal::SIGTERM);
+        signal_all(Signal::SIGCONT);
+        if wait_until(gone, Instant::now() + self.stop_grace()).await {
             return true;
         }
         loop {
             tracing::debug!(pgid = pgid.as_raw(), "sending SIGKILL to process group");
-            signal_group(pgid, Signal::SIGKILL);
+            signal_all(Signal::SIGKILL);
             let next = (Instant::now() + self.stop_grace()).min(give_up_at);
-            if wait_group_gone(pgid, next).await {
+            if wait_until(gone, next).await {
                 return true;
             }
             if Instant::now() >= give_up_at {
@@ -345,6 +430,21 @@ impl Launcher {
     }
 }
 
+/// The pids that are not zombies.
+fn live(pids: Vec<i32>) -> Vec<i32> {
+    pids.into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+                })
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+        .collect()
+}
+
 fn signal_group(pgid: Pid, signal: Signal) {
     match killpg(pgid, signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
@@ -354,10 +454,10 @@ fn signal_group(pgid: Pid, signal: Signal) {
     }
 }
 
-/// Polls until the group is gone or `deadline` passes; true when gone.
-async fn wait_group_gone(pgid: Pid, deadline: Instant) -> bool {
+/// Polls until `gone` holds or `deadline` passes; true when it holds.
+async fn wait_until(gone: impl Fn() -> bool, deadline: Instant) -> bool {
     loop {
-        if group_gone(pgid) {
+        if gone() {
             return true;
         }
         if Instant::now() >= deadline {

@@ -13,6 +13,8 @@
 //! - `lines`: the line splitter (partial lines held, line cap, lossy UTF-8, masking first);
 //! - `launcher`: [`Launcher`]/[`SandboxSpec`], the one way a process is started and stopped;
 //! - `process`: running a launched process to completion (streaming, timeout, cancel, outputs);
+//! - `sandbox`: [`Sandbox`], the Linux [`Isolation`] (namespaces, cgroups, Landlock, rlimits)
+//!   and the host [`Capabilities`] it detects;
 //! - `builtin`: `builtin:noop|echo|sleep|shell` and the host-configured [`CommandExecutor`].
 //!
 //! Architecture invariant: this crate knows nothing about plans, runs or stores; it sees one
@@ -28,6 +30,7 @@ mod lines;
 mod mask;
 mod process;
 mod request;
+mod sandbox;
 
 pub use crate::builtin::{
     CommandExecutor, EchoExecutor, NoopExecutor, SCRIPT_BYTES_MAX, SLEEP_SECONDS_MAX,
@@ -36,10 +39,11 @@ pub use crate::builtin::{
 pub use crate::error::ExecError;
 pub use crate::executor::{Executor, ExecutorRegistry};
 pub use crate::launcher::{
-    Isolation, LaunchedProcess, Launcher, LauncherConfig, NetworkMode, ProcessSpec, STOP_GRACE_MAX,
-    SandboxSpec,
+    Confinement, Isolation, LaunchedProcess, Launcher, LauncherConfig, NetworkMode, ProcessSpec,
+    STOP_GRACE_MAX, SandboxSpec,
 };
 pub use crate::lines::LINE_BYTES_MAX;
 pub use crate::mask::{MASK, Masker};
 pub use crate::process::OUTPUT_FILE_BYTES_MAX;
 pub use crate::request::{ExecOutcome, ExecRequest, OutputLine, OutputStream, reason};
+pub use crate::sandbox::{Capabilities, Control, DEFAULT_READ_ONLY_PATHS, Sandbox, SandboxConfig};

@@ -116,20 +116,14 @@ impl LineSplitter {
         let mut rest: &str = &text;
         loop {
             if rest.len() <= self.line_bytes_max {
-                lines.push(OutputLine {
-                    stream: self.stream,
-                    line: rest.to_owned(),
-                });
+                lines.push(OutputLine::new(self.stream, rest));
                 return;
             }
             let mut cut = self.line_bytes_max;
             while !rest.is_char_boundary(cut) {
                 cut -= 1;
             }
-            lines.push(OutputLine {
-                stream: self.stream,
-                line: rest[..cut].to_owned(),
-            });
+            lines.push(OutputLine::new(self.stream, &rest[..cut]));
             rest = &rest[cut..];
         }
     }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ExecError;
-use crate::launcher::{GroupGuard, Launcher, ProcessSpec, SandboxSpec};
+use crate::launcher::{GroupGuard, Launcher, ProcessSpec};
 use crate::lines::LineSplitter;
 use crate::mask::Masker;
 use crate::request::{ExecOutcome, ExecRequest, OutputLine, OutputStream, reason};
@@ -134,11 +134,16 @@ pub(crate) async fn run_invocation(
         env,
         cwd: request.workspace.clone(),
         stdin_piped: invocation.stdin.is_some(),
+        writable_files: vec![output_file.path().to_path_buf()],
     };
-    let launched = match launcher.launch(spec, &SandboxSpec::default()) {
+    let launched = match launcher.launch(spec, &request.sandbox) {
         Ok(launched) => launched,
-        Err(error) => return error.into(),
+        Err(error) => {
+            return ExecOutcome::failed(error.reason(), masker.mask_str(&error.to_string()));
+        }
     };
+    report_confinement(&launched.confinement, &output).await;
+    let confinement = launched.confinement;
     let pgid = launched.pgid;
     let mut guard = GroupGuard::new(pgid);
     let mut child = launched.child;
@@ -184,7 +189,7 @@ pub(crate) async fn run_invocation(
     };
 
     // Stop the group in every case: on exit this removes what the main process left behind.
-    if launcher.stop_group(pgid).await {
+    if launcher.stop(pgid, &confinement).await {
         guard.disarm();
         launcher.forget_group(pgid);
     }
@@ -234,10 +239,15 @@ pub(crate) async fn run_invocation(
         }
         Trigger::Timeout(limit) => {
             add_exit_code(&mut outputs, status.as_ref());
+            let pids_note = if confinement.pids_limit_hit() {
+                " (it had reached its process limit)"
+            } else {
+                ""
+            };
             ExecOutcome::Failed {
                 reason: reason::TIMEOUT.to_owned(),
                 message: format!(
-                    "attempt exceeded its timeout of {} s; its processes were stopped",
+                    "attempt exceeded its timeout of {} s; its processes were stopped{pids_note}",
                     limit.as_secs_f64()
                 ),
                 outputs,
@@ -247,9 +257,22 @@ pub(crate) async fn run_invocation(
             ExecOutcome::failed(reason::EXECUTOR_ERROR, format!("waiting failed: {message}"))
         }
         Trigger::Exited(Ok(status)) => {
-            let (code, message) = describe_exit(status);
+            let (code, mut message) = describe_exit(status);
             outputs.insert("exitCode".to_owned(), Value::from(code));
-            if code != 0 {
+            if code != 0 && confinement.memory_limit_hit() {
+                ExecOutcome::Failed {
+                    reason: reason::MEMORY_LIMIT.to_owned(),
+                    message: format!(
+                        "the attempt exceeded its memory limit of {} MiB and was killed ({message})",
+                        request.sandbox.memory_limit_mib.unwrap_or_default()
+                    ),
+                    outputs,
+                }
+            } else if code != 0 {
+                if confinement.pids_limit_hit() {
+                    message
+                        .push_str("; the attempt reached its process limit (a fork was refused)");
+                }
                 ExecOutcome::Failed {
                     reason: reason::EXIT_CODE.to_owned(),
                     message,
@@ -265,6 +288,36 @@ pub(crate) async fn run_invocation(
                 ExecOutcome::Succeeded { outputs }
             }
         }
+    }
+}
+
+/// Records how the attempt is confined as a `sandbox` line (its metadata names each
+/// mechanism), and each unenforced control as a loud warning line.
+async fn report_confinement(
+    confinement: &crate::launcher::Confinement,
+    output: &Sender<OutputLine>,
+) {
+    if confinement.mechanisms.is_empty() && confinement.warnings.is_empty() {
+        return;
+    }
+    let mut line = OutputLine::new(
+        OutputStream::Sandbox,
+        format!(
+            "sandbox: {}",
+            crate::sandbox::mechanisms_summary(&confinement.mechanisms)
+        ),
+    );
+    line.metadata = confinement
+        .mechanisms
+        .iter()
+        .map(|(k, v)| (format!("sandbox.{k}"), v.clone()))
+        .collect();
+    let _ = output.send(line).await;
+    for warning in &confinement.warnings {
+        let mut line = OutputLine::new(OutputStream::Sandbox, warning.clone());
+        line.metadata
+            .insert("unsandboxed".to_owned(), "true".to_owned());
+        let _ = output.send(line).await;
     }
 }
 

@@ -1,12 +1,14 @@
 //! The values that cross the executor port: [`ExecRequest`] in, [`OutputLine`]s and one
 //! [`ExecOutcome`] out, and the stable failure [`reason`]s.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::error::ExecError;
+use crate::launcher::SandboxSpec;
 
 /// One attempt of one `run` step, as the runtime hands it to an executor.
 #[derive(Debug, Clone)]
@@ -31,6 +33,9 @@ pub struct ExecRequest {
     pub timeout: Option<Duration>,
     /// Secret values to mask (verbatim occurrences become `***`) in output lines and outputs.
     pub secrets: Vec<String>,
+    /// The isolation the pack asks for (`spec.sandbox`); process executors run under it and
+    /// `builtin:http` enforces its egress allowlist.
+    pub sandbox: SandboxSpec,
 }
 
 /// Which stream of the step's process a line came from.
@@ -40,6 +45,9 @@ pub enum OutputStream {
     Stdout,
     /// Standard error (logged at `warn`).
     Stderr,
+    /// A line from the sandbox about the attempt (how each control is enforced, or a loud
+    /// warning that one is not); its `metadata` says more.
+    Sandbox,
 }
 
 /// One complete, masked line a step printed (without its newline). A line longer than
@@ -50,6 +58,19 @@ pub struct OutputLine {
     pub stream: OutputStream,
     /// The text, with secrets masked and invalid UTF-8 replaced by U+FFFD.
     pub line: String,
+    /// Extra log metadata (string values); empty for process output.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl OutputLine {
+    /// A line without metadata.
+    pub fn new(stream: OutputStream, line: impl Into<String>) -> OutputLine {
+        OutputLine {
+            stream,
+            line: line.into(),
+            metadata: BTreeMap::new(),
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -129,4 +150,8 @@ pub mod reason {
     pub const SANDBOX_UNAVAILABLE: &str = "sandbox-unavailable";
     /// Anything else that went wrong inside the executor.
     pub const EXECUTOR_ERROR: &str = "executor-error";
+    /// The attempt was killed by its cgroup's OOM killer (`memoryLimitMiB`).
+    pub const MEMORY_LIMIT: &str = "memory-limit";
+    /// `builtin:http` refused a request outside the egress allowlist.
+    pub const EGRESS_BLOCKED: &str = "egress-blocked";
 }

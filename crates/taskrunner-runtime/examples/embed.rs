@@ -38,10 +38,10 @@ impl Executor for Inventory {
                 .unwrap_or("dev")
                 .to_owned();
             let _ = output
-                .send(OutputLine {
-                    stream: OutputStream::Stdout,
-                    line: format!("listing hosts in {env}"),
-                })
+                .send(OutputLine::new(
+                    OutputStream::Stdout,
+                    format!("listing hosts in {env}"),
+                ))
                 .await;
             let mut outputs = Map::new();
             outputs.insert(

@@ -20,7 +20,9 @@ use taskrunner_engine::{
     AttemptOutcome, Command, Decision, Event, Journal, JournalRecord, LogEntry, OutputResult, Run,
     RunInfo, RunStatus, RunView, Secrets, Timestamp,
 };
-use taskrunner_exec::{ExecOutcome, ExecRequest, ExecutorRegistry, OutputLine, OutputStream};
+use taskrunner_exec::{
+    ExecOutcome, ExecRequest, ExecutorRegistry, NetworkMode, OutputLine, OutputStream, SandboxSpec,
+};
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest, Step, StepKind};
 use taskrunner_plan::{Plan, PlanError};
 use taskrunner_store::{
@@ -1208,6 +1210,7 @@ impl Actor {
                     workspace: self.workspace.clone(),
                     timeout: timeout_seconds.map(Duration::from_secs),
                     secrets: self.secret_values.clone(),
+                    sandbox: sandbox_spec(self.run.plan()),
                 };
                 let executor = self.runtime.inner.executors.get(&uses);
                 let runtime = self.runtime.clone();
@@ -1418,14 +1421,25 @@ async fn forward_output(
                 let (level, stream) = match line.stream {
                     OutputStream::Stdout => ("info", "stdout"),
                     OutputStream::Stderr => ("warn", "stderr"),
+                    // An unenforced control (unsandboxed development mode) is loud.
+                    OutputStream::Sandbox if line.metadata.contains_key("unsandboxed") => {
+                        ("warn", "sandbox")
+                    }
+                    OutputStream::Sandbox => ("info", "sandbox"),
                 };
+                let mut metadata: Map<String, Value> = line
+                    .metadata
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
+                metadata.insert("stream".into(), Value::String(stream.into()));
                 NewLog {
                     timestamp_ms: now,
                     level: level.into(),
                     event_type: "step.output".into(),
                     message: line.line,
                     step_id: Some(step_id.clone()),
-                    metadata_json: serde_json::json!({"stream": stream}).to_string(),
+                    metadata_json: Value::Object(metadata).to_string(),
                 }
             })
             .collect();
@@ -1465,6 +1479,24 @@ fn reply_then_continue<T>(
     } else {
         Ok(())
     }
+}
+
+/// The isolation a plan's `spec.sandbox` asks of every attempt (SPEC §1.6, §7). `quotaSeconds`
+/// is not here: the engine already folds it into each attempt's timeout.
+fn sandbox_spec(plan: &Plan) -> SandboxSpec {
+    let sandbox = plan.sandbox();
+    let network = match sandbox.mode {
+        taskrunner_plan::SandboxMode::Sealed => NetworkMode::Sealed,
+        taskrunner_plan::SandboxMode::Networked => NetworkMode::Shared,
+    };
+    SandboxSpec::new(network)
+        .with_cpu_limit_millicores(
+            sandbox
+                .cpu_limit_millicores
+                .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+        )
+        .with_memory_limit_mib(sandbox.memory_limit_mib)
+        .with_egress_allowlist(sandbox.egress_allowlist.clone())
 }
 
 fn artifact(name: &str, kind: &str) -> ArtifactRecord {

@@ -22,18 +22,22 @@ use crate::request::{ExecOutcome, ExecRequest, OutputLine};
 /// The program (`argv[0]`) must be literal text, so a pack's parameters can never choose
 /// which binary runs. Each other element renders to one argument: strings as they are,
 /// numbers and booleans as text; `null`, arrays and objects are `invalid-parameters`.
-/// Environment, outputs and stopping are those of `builtin:shell` (without `with.env`).
+/// Environment, outputs and stopping are those of `builtin:shell`, except that the
+/// environment comes from the host ([`CommandExecutor::with_env`]), never from `with`.
 /// Note that rendered arguments are visible in `ps`: do not template secrets into argv.
 #[derive(Debug, Clone)]
 pub struct CommandExecutor {
     argv_templates: Vec<Template>,
     launcher: Arc<Launcher>,
+    env: std::collections::BTreeMap<String, String>,
+    timeout: Option<std::time::Duration>,
 }
 
 impl CommandExecutor {
-    /// Parses and checks the argv templates; uses a default [`Launcher`].
+    /// Parses and checks the argv templates; processes are confined by the default sandbox
+    /// ([`Launcher::sandboxed`]).
     pub fn new(argv: Vec<String>) -> Result<CommandExecutor, ExecError> {
-        CommandExecutor::with_launcher(argv, Arc::new(Launcher::default()))
+        CommandExecutor::with_launcher(argv, Arc::new(Launcher::sandboxed(Default::default())))
     }
 
     /// Like [`CommandExecutor::new`], starting processes through `launcher`.
@@ -64,7 +68,31 @@ impl CommandExecutor {
         Ok(CommandExecutor {
             argv_templates,
             launcher,
+            env: Default::default(),
+            timeout: None,
         })
+    }
+
+    /// Host-set environment variables of the process (literal values, not templates; the
+    /// `TASKRUNNER_*` variables override them). Names must be non-empty without `=` or NUL.
+    pub fn with_env(
+        mut self,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> Result<CommandExecutor, ExecError> {
+        let as_json = serde_json::Value::Object(
+            env.iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        );
+        self.env = params::env(Some(&as_json)).map_err(|e| ExecError::Definition(e.to_string()))?;
+        Ok(self)
+    }
+
+    /// A host limit on each attempt's wall time; the attempt's own timeout still applies
+    /// when it is shorter.
+    pub fn with_timeout(mut self, timeout: Option<std::time::Duration>) -> CommandExecutor {
+        self.timeout = timeout;
+        self
     }
 
     /// The argv template sources.
@@ -100,7 +128,7 @@ impl CommandExecutor {
         Ok(Invocation {
             program,
             args: argv,
-            env: Default::default(),
+            env: self.env.clone(),
             stdin: None,
         })
     }
@@ -120,10 +148,14 @@ fn kind(value: &Value) -> &'static str {
 impl Executor for CommandExecutor {
     fn execute(
         &self,
-        request: ExecRequest,
+        mut request: ExecRequest,
         output: Sender<OutputLine>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, ExecOutcome> {
+        request.timeout = match (request.timeout, self.timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let invocation = self.invocation(&request.with);
         execute_invocation(
             Arc::clone(&self.launcher),

@@ -36,10 +36,7 @@ impl Executor for EchoExecutor {
             let mut lines = splitter.push(text.as_bytes());
             lines.extend(splitter.finish());
             if lines.is_empty() {
-                lines.push(OutputLine {
-                    stream: OutputStream::Stdout,
-                    line: String::new(),
-                });
+                lines.push(OutputLine::new(OutputStream::Stdout, ""));
             }
             for line in lines {
                 if output.send(line).await.is_err() {

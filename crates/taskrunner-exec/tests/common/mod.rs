@@ -25,6 +25,7 @@ pub fn request(uses: &str, with: Value, workspace: &Path) -> ExecRequest {
         workspace: workspace.to_path_buf(),
         timeout: None,
         secrets: Vec::new(),
+        sandbox: taskrunner_exec::SandboxSpec::default(),
     }
 }
 

@@ -387,10 +387,12 @@ impl Runtime {
             return Ok(None);
         };
         let key = (tenant.to_owned(), run_id.to_owned());
-        if let Some((len, view)) = self.views().get(&key) {
-            if *len == record.journal_len {
-                return Ok(Some(view.clone()));
-            }
+        if let Some((_, view)) = self
+            .views()
+            .get(&key)
+            .filter(|(len, _)| *len == record.journal_len)
+        {
+            return Ok(Some(view.clone()));
         }
         // Folding the journal (plan decode, hash chain, replay) is the expensive part; a run
         // out of memory changes only through a new journal record, so its fold is kept.

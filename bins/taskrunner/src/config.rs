@@ -174,16 +174,12 @@ pub(crate) struct Settings {
     pub(crate) default_tenant: String,
     /// Host-configured command executors by `uses` name, checked.
     pub(crate) executors: BTreeMap<String, HostExecutor>,
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by `serve`, the next issue")
-    )]
+    /// `[server]`, read by `serve`.
     pub(crate) server: ServerSettings,
 }
 
-/// `[server]`: parsed and merged now, used by `serve`.
+/// `[server]`: the settings of `serve`.
 #[derive(Debug)]
-#[allow(dead_code, reason = "read by `serve`, wired as the HTTP crate lands")]
 pub(crate) struct ServerSettings {
     pub(crate) listen: SocketAddr,
     pub(crate) auth: AuthMode,
@@ -201,7 +197,6 @@ pub(crate) struct ServerSettings {
 
 /// `[server.jwt]`: how bearer tokens are checked.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "read by `serve`, wired as the HTTP crate lands")]
 pub(crate) struct JwtSettings {
     pub(crate) issuer: String,
     pub(crate) audience: String,

@@ -14,16 +14,16 @@ use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest};
 use taskrunner_plan::{Plan, PlanError};
 
 mod config;
-#[cfg_attr(not(test), expect(dead_code, reason = "wired into `serve` next"))]
 mod listener;
 mod run;
+mod serve;
 mod wiring;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "taskrunner",
     version,
-    about = "Validate, plan and simulate task packs"
+    about = "Validate, plan, simulate and run task packs; serve the TaskRunner HTTP API"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -75,6 +75,30 @@ enum Command {
         run_id: Option<String>,
         #[command(flatten)]
         local: LocalArgs,
+    },
+    /// Run the HTTP server (the StellaOps TaskRunner API) on the embedded SQLite store.
+    /// Stops gracefully on SIGTERM/SIGINT; runs continue at the next start.
+    Serve {
+        /// The listener address [env: TASKRUNNER_LISTEN] [default: 127.0.0.1:8080]. Without
+        /// authentication only a loopback address is accepted.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// A TOML configuration file (see docs/CONFIG.md); flags and `TASKRUNNER_*`
+        /// environment variables override its keys.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where runs are stored (SQLite database, workspaces, artifacts)
+        /// [env: TASKRUNNER_DATA_DIR] [default: ./taskrunner-data].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// A directory of secret files [env: TASKRUNNER_SECRETS_DIR]; `TASKRUNNER_SECRET_<NAME>`
+        /// environment variables are used too.
+        #[arg(long, value_name = "DIR")]
+        secrets_dir: Option<PathBuf>,
+        /// DEVELOPMENT ONLY: run process steps even where this host cannot enforce the
+        /// isolation their pack asks for. Logged loudly at start and at every run.
+        #[arg(long)]
+        unsandboxed: bool,
     },
     /// Continue a run waiting for approval: decide its gates and follow it.
     Resume {
@@ -257,6 +281,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let ending = block_on(run::resume(local, &run_id, approve, reject, output))?;
             exit_with(ending.code())
         }
+        Command::Serve {
+            listen,
+            config,
+            data_dir,
+            secrets_dir,
+            unsandboxed,
+        } => {
+            init_tracing();
+            let settings = config::load(config::Flags {
+                config,
+                data_dir,
+                secrets_dir,
+            })?;
+            let executors = wiring::executors(&settings, unsandboxed)?;
+            executors.log_capabilities();
+            let local = run::Local {
+                executors,
+                data_dir: settings.data_dir.clone(),
+                secrets_dir: settings.secrets_dir.clone(),
+                tenant: settings.default_tenant.clone(),
+            };
+            block_on(serve::serve(serve::Serve {
+                settings,
+                listen,
+                local,
+            }))
+        }
         Command::Simulate {
             pack,
             inputs,
@@ -299,6 +350,17 @@ fn split_local(args: LocalArgs) -> Result<(run::Output, run::Local)> {
             tenant: settings.default_tenant,
         },
     ))
+}
+
+/// Server logs on stderr; `RUST_LOG` filters them (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T, Failure> {

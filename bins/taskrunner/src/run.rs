@@ -54,7 +54,7 @@ pub(crate) struct Local {
     pub(crate) executors: crate::wiring::Executors,
 }
 
-async fn start(local: &Local) -> Result<Runtime> {
+pub(crate) async fn start(local: &Local) -> Result<Runtime> {
     std::fs::create_dir_all(&local.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",

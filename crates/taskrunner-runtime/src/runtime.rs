@@ -1357,6 +1357,7 @@ impl Runtime {
             stop,
             lease,
             claimed_at: handle.claimed_at,
+            superseded: false,
             runtime: self.clone(),
             run,
             journal,
@@ -1370,6 +1371,14 @@ impl Runtime {
             timer: None,
             finished: false,
         };
+        tracing::debug!(
+            tenant = %info.tenant,
+            run_id = %info.run_id,
+            driver = id,
+            fencing_token = ?handle.lease.as_ref().map(|l| l.fencing_token),
+            journal_len = handle.snapshot.borrow().view.steps.len(),
+            "driver started"
+        );
         self.inner.live_actors.fetch_add(1, Ordering::SeqCst);
         let live = LiveActor(self.inner.live_actors.clone());
         tokio::spawn(async move {
@@ -1409,6 +1418,8 @@ struct Actor {
     /// The lease it drives under (replicas only); every write carries it.
     lease: Option<Lease>,
     claimed_at: Instant,
+    /// Another driver of the run wrote records this one did not (see [`Actor::sync`]).
+    superseded: bool,
     runtime: Runtime,
     run: Run,
     journal: Journal,
@@ -1454,10 +1465,7 @@ impl Actor {
                 // The in-memory state may be ahead of the store: stop this driver; the run is
                 // recovered from its journal when it is next needed.
                 tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
-                if matches!(e, RuntimeError::Store(StoreError::StaleFencingToken { .. })) {
-                    break End::LeaseLost;
-                }
-                break End::Failed;
+                break self.end_after(&e);
             }
             // Retiring may process messages that raced in; they can make the run retirable
             // again (a decision that ends it), so check until it is not.
@@ -1470,6 +1478,17 @@ impl Actor {
         };
         self.unregister();
         self.give_up(end).await;
+    }
+
+    /// How a driver that failed with `e` ends: a refused fenced write or another driver's
+    /// records mean the run is driven elsewhere (nothing released).
+    fn end_after(&self, e: &RuntimeError) -> End {
+        if self.superseded || matches!(e, RuntimeError::Store(StoreError::StaleFencingToken { .. }))
+        {
+            End::LeaseLost
+        } else {
+            End::Failed
+        }
     }
 
     /// Releases the lease as `end` asks: nothing when it was lost, `Handoff` when the run still
@@ -1586,12 +1605,7 @@ impl Actor {
             if let Err(e) = self.process(msg).await {
                 tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
                 self.unregister();
-                let end = if matches!(e, RuntimeError::Store(StoreError::StaleFencingToken { .. }))
-                {
-                    End::LeaseLost
-                } else {
-                    End::Failed
-                };
+                let end = self.end_after(&e);
                 self.give_up(end).await;
                 return None;
             }
@@ -1653,10 +1667,29 @@ impl Actor {
             run_id: info.run_id.clone(),
             message,
         };
-        for entry in &entries {
-            let record = from_entry(entry).map_err(corrupt)?;
+        let records = entries
+            .iter()
+            .map(from_entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        // Only decisions and cancellations are journaled by replicas that do not drive the run.
+        // Anything else means another driver of this run wrote: this one stops at once, before
+        // performing anything (its lease is no longer the only one acting).
+        if let Some(other) = records.iter().find(|r| {
+            !matches!(
+                r.event,
+                Event::ApprovalDecided { .. } | Event::CancelRequested { .. }
+            )
+        }) {
+            self.superseded = true;
+            return Err(RuntimeError::Internal(format!(
+                "journal record {} of run {} was written by another driver",
+                other.seq, info.run_id
+            )));
+        }
+        for record in records {
             let commands = self.run.apply(record.at, &record.event, &self.secrets);
-            let ours = self.journal.append(record.at, record.event.clone());
+            let ours = self.journal.append(record.at, record.event);
             if ours.seq != record.seq || ours.hash != record.hash {
                 return Err(corrupt(format!(
                     "journal record {} written by another replica does not chain onto record {}",
@@ -1780,6 +1813,7 @@ impl Actor {
                         ));
                     };
                     conflicts += 1;
+                    tracing::debug!(run_id = %self.info().run_id, driver = self.id, "journal conflict: applying what another replica wrote");
                     self.run = run;
                     self.journal = journal;
                     self.sync().await?;

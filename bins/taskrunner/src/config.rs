@@ -29,6 +29,10 @@ pub(crate) const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
 
 /// Environment variables of the settings.
 pub(crate) const ENV_DATA_DIR: &str = "TASKRUNNER_DATA_DIR";
+pub(crate) const ENV_DATABASE_URL: &str = "TASKRUNNER_DATABASE_URL";
+pub(crate) const ENV_ARTIFACT_DIR: &str = "TASKRUNNER_ARTIFACT_DIR";
+pub(crate) const ENV_WORKSPACE_ROOT: &str = "TASKRUNNER_WORKSPACE_ROOT";
+pub(crate) const ENV_LEASE_TTL_MS: &str = "TASKRUNNER_LEASE_TTL_MS";
 pub(crate) const ENV_SECRETS_DIR: &str = "TASKRUNNER_SECRETS_DIR";
 pub(crate) const ENV_DEFAULT_TENANT: &str = "TASKRUNNER_DEFAULT_TENANT";
 pub(crate) const ENV_LISTEN: &str = "TASKRUNNER_LISTEN";
@@ -44,6 +48,11 @@ pub(crate) const ENV_JWT_JWKS_FILE: &str = "TASKRUNNER_JWT_JWKS_FILE";
 pub(crate) const ENV_JWT_HMAC_SECRET_FILE: &str = "TASKRUNNER_JWT_HMAC_SECRET_FILE";
 pub(crate) const ENV_JWT_ALGORITHM: &str = "TASKRUNNER_JWT_ALGORITHM";
 pub(crate) const ENV_JWT_LEEWAY_SECONDS: &str = "TASKRUNNER_JWT_LEEWAY_SECONDS";
+
+/// Default (and largest) `lease_ttl_ms` (SPEC rule 29: a lease lasts at most 10 s).
+pub(crate) const LEASE_TTL_MS_DEFAULT: u64 = 10_000;
+/// Shortest `lease_ttl_ms`.
+pub(crate) const LEASE_TTL_MS_MIN: u64 = 200;
 
 /// Default of `server.body_limit_bytes` (SPEC §6.3).
 pub(crate) const BODY_LIMIT_BYTES_DEFAULT: u64 = 2 * 1024 * 1024;
@@ -71,6 +80,10 @@ const USES_BYTES_MAX: usize = 256;
 struct ConfigFile {
     data_dir: Option<PathBuf>,
     secrets_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    artifact_dir: Option<PathBuf>,
+    workspace_root: Option<PathBuf>,
+    lease_ttl_ms: Option<Spanned<u64>>,
     default_tenant: Option<Spanned<String>>,
     #[serde(default)]
     executors: BTreeMap<Spanned<String>, ExecutorFile>,
@@ -164,6 +177,8 @@ pub(crate) struct Flags {
     pub(crate) config: Option<PathBuf>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) secrets_dir: Option<PathBuf>,
+    /// `--database-url` (`serve` only).
+    pub(crate) database_url: Option<String>,
 }
 
 /// The effective settings.
@@ -171,11 +186,36 @@ pub(crate) struct Flags {
 pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) secrets_dir: Option<PathBuf>,
+    /// `serve` stores runs in this PostgreSQL database, as one of several replicas.
+    pub(crate) database: Option<DatabaseSettings>,
+    /// Run workspaces: `workspace_root/<tenant>/<run_id>` (default `data_dir/workspaces`).
+    pub(crate) workspace_root: PathBuf,
     pub(crate) default_tenant: String,
     /// Host-configured command executors by `uses` name, checked.
     pub(crate) executors: BTreeMap<String, HostExecutor>,
     /// `[server]`, read by `serve`.
     pub(crate) server: ServerSettings,
+}
+
+/// The PostgreSQL store of a replica (`database_url` is set).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct DatabaseSettings {
+    /// libpq-style URL; may hold a password, so it is never printed.
+    pub(crate) url: String,
+    /// The artifact directory every replica shares (default `data_dir`).
+    pub(crate) artifact_dir: PathBuf,
+    /// Lease time-to-live in ms (renewed every third of it, at most every 3 s).
+    pub(crate) lease_ttl_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"<redacted>")
+            .field("artifact_dir", &self.artifact_dir)
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .finish()
+    }
 }
 
 /// `[server]`: the settings of `serve`.
@@ -266,6 +306,53 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
         .secrets_dir
         .or_else(|| env(ENV_SECRETS_DIR).map(PathBuf::from))
         .or_else(|| file.secrets_dir.map(in_file));
+
+    let database_url = match flags.database_url.filter(|u| !u.is_empty()) {
+        Some(url) => Some(url),
+        None => match env_text(ENV_DATABASE_URL)? {
+            Some(url) => Some(url),
+            None => file.database_url.filter(|u| !u.is_empty()),
+        },
+    };
+    let artifact_dir = env(ENV_ARTIFACT_DIR)
+        .map(PathBuf::from)
+        .or_else(|| file.artifact_dir.map(in_file))
+        .unwrap_or_else(|| data_dir.clone());
+    let workspace_root = env(ENV_WORKSPACE_ROOT)
+        .map(PathBuf::from)
+        .or_else(|| file.workspace_root.map(in_file))
+        .unwrap_or_else(|| data_dir.join("workspaces"));
+    let ttl_range = LEASE_TTL_MS_MIN..=LEASE_TTL_MS_DEFAULT;
+    let lease_ttl_ms = match env_text(ENV_LEASE_TTL_MS)? {
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| ttl_range.contains(ms))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{ENV_LEASE_TTL_MS}: {text:?} is not a number of milliseconds from \
+                     {LEASE_TTL_MS_MIN} to {LEASE_TTL_MS_DEFAULT}"
+                )
+            })?,
+        None => match file.lease_ttl_ms {
+            Some(ms) if !ttl_range.contains(ms.get_ref()) => {
+                return Err(at(
+                    ms.span(),
+                    format!(
+                        "lease_ttl_ms must be from {LEASE_TTL_MS_MIN} to {LEASE_TTL_MS_DEFAULT} \
+                         (SPEC rule 29: a lease lasts at most 10 s)"
+                    ),
+                ));
+            }
+            Some(ms) => ms.into_inner(),
+            None => LEASE_TTL_MS_DEFAULT,
+        },
+    };
+    let database = database_url.map(|url| DatabaseSettings {
+        url,
+        artifact_dir,
+        lease_ttl_ms,
+    });
 
     let default_tenant = match env_text(ENV_DEFAULT_TENANT)? {
         Some(t) => {
@@ -438,6 +525,8 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
     Ok(Settings {
         data_dir,
         secrets_dir,
+        database,
+        workspace_root,
         default_tenant,
         executors,
         server: ServerSettings {
@@ -570,6 +659,91 @@ mod tests {
     }
 
     #[test]
+    fn database_settings_from_flag_environment_and_file() {
+        let none = resolve(Flags::default(), env_of(&[])).unwrap();
+        assert!(
+            none.database.is_none(),
+            "SQLite unless a database url is given"
+        );
+        assert_eq!(
+            none.workspace_root,
+            PathBuf::from(DATA_DIR_DEFAULT).join("workspaces")
+        );
+        let path = file(
+            "db.toml",
+            "data_dir = \"/d\"\ndatabase_url = \"postgres://file@db/tr\"\nartifact_dir = \"shared\"\nworkspace_root = \"/ws\"\nlease_ttl_ms = 4000\n",
+        );
+        let flags = |url: Option<&str>| Flags {
+            config: Some(path.clone()),
+            database_url: url.map(str::to_owned),
+            ..Flags::default()
+        };
+        let from_file = resolve(flags(None), env_of(&[])).unwrap();
+        let db = from_file.database.clone().unwrap();
+        assert_eq!(db.url, "postgres://file@db/tr");
+        assert_eq!(db.artifact_dir, path.parent().unwrap().join("shared"));
+        assert_eq!(db.lease_ttl_ms, 4000);
+        assert_eq!(from_file.workspace_root, PathBuf::from("/ws"));
+        assert!(
+            !format!("{db:?}").contains("file@db"),
+            "the url is never printed"
+        );
+        let from_env = resolve(
+            flags(None),
+            env_of(&[
+                ("TASKRUNNER_DATABASE_URL", "postgres://env@db/tr"),
+                ("TASKRUNNER_ARTIFACT_DIR", "/env/artifacts"),
+                ("TASKRUNNER_LEASE_TTL_MS", "2000"),
+            ]),
+        )
+        .unwrap()
+        .database
+        .unwrap();
+        assert_eq!(from_env.url, "postgres://env@db/tr");
+        assert_eq!(from_env.artifact_dir, PathBuf::from("/env/artifacts"));
+        assert_eq!(from_env.lease_ttl_ms, 2000);
+        let from_flag = resolve(
+            flags(Some("postgres://flag@db/tr")),
+            env_of(&[("TASKRUNNER_DATABASE_URL", "postgres://env@db/tr")]),
+        )
+        .unwrap();
+        assert_eq!(from_flag.database.unwrap().url, "postgres://flag@db/tr");
+        // Artifacts default to the data directory.
+        let defaulted = resolve(
+            Flags {
+                database_url: Some("postgres://x@db/tr".into()),
+                ..Flags::default()
+            },
+            env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            defaulted.database.unwrap().artifact_dir,
+            PathBuf::from(DATA_DIR_DEFAULT)
+        );
+        // Rule 29: a lease lasts at most 10 s.
+        let e = resolve(
+            Flags::default(),
+            env_of(&[("TASKRUNNER_LEASE_TTL_MS", "10001")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("TASKRUNNER_LEASE_TTL_MS"), "{e}");
+        let bad = file("ttl.toml", "lease_ttl_ms = 50\n");
+        let e = resolve(
+            Flags {
+                config: Some(bad),
+                ..Flags::default()
+            },
+            env_of(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lease_ttl_ms must be from 200 to 10000"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
     fn flag_beats_environment_beats_file() {
         let path = file(
             "all.toml",
@@ -579,6 +753,7 @@ mod tests {
             config: Some(path.clone()),
             data_dir: data_dir.map(PathBuf::from),
             secrets_dir: None,
+            database_url: None,
         };
         let from_file = resolve(flags(None), env_of(&[])).unwrap();
         assert_eq!(from_file.data_dir, PathBuf::from("/file/data"));

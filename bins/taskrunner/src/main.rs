@@ -76,8 +76,9 @@ enum Command {
         #[command(flatten)]
         local: LocalArgs,
     },
-    /// Run the HTTP server (the StellaOps TaskRunner API) on the embedded SQLite store.
-    /// Stops gracefully on SIGTERM/SIGINT; runs continue at the next start.
+    /// Run the HTTP server (the StellaOps TaskRunner API) on the embedded SQLite store, or as
+    /// one of several replicas on PostgreSQL (`--database-url`). Stops gracefully on
+    /// SIGTERM/SIGINT; runs continue at the next start (or on another replica).
     Serve {
         /// The listener address [env: TASKRUNNER_LISTEN] [default: 127.0.0.1:8080]. Without
         /// authentication only a loopback address is accepted.
@@ -95,6 +96,11 @@ enum Command {
         /// environment variables are used too.
         #[arg(long, value_name = "DIR")]
         secrets_dir: Option<PathBuf>,
+        /// Store runs in this PostgreSQL database (`postgres://user@host:5432/db`), shared by
+        /// every replica [env: TASKRUNNER_DATABASE_URL]. Artifacts then go to `artifact_dir`
+        /// [env: TASKRUNNER_ARTIFACT_DIR], a directory every replica mounts.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
         /// DEVELOPMENT ONLY: run process steps even where this host cannot enforce the
         /// isolation their pack asks for. Logged loudly at start and at every run.
         #[arg(long)]
@@ -286,6 +292,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             config,
             data_dir,
             secrets_dir,
+            database_url,
             unsandboxed,
         } => {
             init_tracing();
@@ -293,12 +300,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 config,
                 data_dir,
                 secrets_dir,
+                database_url,
             })?;
             let executors = wiring::executors(&settings, unsandboxed)?;
             executors.log_capabilities();
             let local = run::Local {
                 executors,
                 data_dir: settings.data_dir.clone(),
+                workspace_root: settings.workspace_root.clone(),
                 secrets_dir: settings.secrets_dir.clone(),
                 tenant: settings.default_tenant.clone(),
             };
@@ -332,6 +341,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// The output settings and the effective configuration (flags > environment > file > defaults).
 fn split_local(args: LocalArgs) -> Result<(run::Output, run::Local)> {
     let settings = config::load(config::Flags {
+        database_url: None,
         config: args.config,
         data_dir: args.data_dir,
         secrets_dir: args.secrets_dir,
@@ -346,6 +356,7 @@ fn split_local(args: LocalArgs) -> Result<(run::Output, run::Local)> {
         run::Local {
             executors,
             data_dir: settings.data_dir,
+            workspace_root: settings.workspace_root,
             secrets_dir: settings.secrets_dir,
             tenant: settings.default_tenant,
         },

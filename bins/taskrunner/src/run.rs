@@ -8,13 +8,18 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
+use std::time::Duration;
 use taskrunner_engine::{Decision, RunStatus, RunView, StepStatus, Timestamp};
+
 use taskrunner_runtime::{
-    ChainedSecrets, CreateRun, DecisionRequest, DirSecrets, EnvSecrets, Runtime, RuntimeConfig,
-    RuntimeError, SystemClock,
+    CLAIM_EVERY_MAX, ChainedSecrets, CreateRun, DecisionRequest, DirSecrets, EnvSecrets,
+    RENEW_EVERY_MAX, ReplicaConfig, Runtime, RuntimeConfig, RuntimeError, SystemClock,
 };
 use taskrunner_store::{LogRecord, Store};
+use taskrunner_store_postgres::{PostgresConfig, PostgresStore};
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
+
+use crate::config::DatabaseSettings;
 
 /// How a local run ended, as an exit code.
 pub(crate) enum Ending {
@@ -47,6 +52,8 @@ pub(crate) struct Output {
 /// The effective configuration of a local run (see `config.rs`).
 pub(crate) struct Local {
     pub(crate) data_dir: PathBuf,
+    /// Run workspaces (`workspace_root` setting).
+    pub(crate) workspace_root: PathBuf,
     pub(crate) secrets_dir: Option<PathBuf>,
     /// The tenant runs are created in and looked up under (`default_tenant`).
     pub(crate) tenant: String,
@@ -54,15 +61,37 @@ pub(crate) struct Local {
     pub(crate) executors: crate::wiring::Executors,
 }
 
-pub(crate) async fn start(local: &Local) -> Result<Runtime> {
+/// Starts the runtime: on the embedded SQLite store under the data directory, or — with
+/// `database` (`serve --database-url`) — as a replica on PostgreSQL (SPEC rule 29).
+pub(crate) async fn start(local: &Local, database: Option<&DatabaseSettings>) -> Result<Runtime> {
     std::fs::create_dir_all(&local.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             local.data_dir.display()
         )
     })?;
-    let store = SqliteStore::open(local.data_dir.join("store"), SqliteConfig::default())
-        .with_context(|| format!("cannot open the store in {}", local.data_dir.display()))?;
+    let mut config = RuntimeConfig::new(&local.workspace_root);
+    let store = match database {
+        None => Store::new(
+            SqliteStore::open(local.data_dir.join("store"), SqliteConfig::default()).with_context(
+                || format!("cannot open the store in {}", local.data_dir.display()),
+            )?,
+        ),
+        Some(db) => {
+            let pg = PostgresStore::connect(PostgresConfig::new(db.url.clone(), &db.artifact_dir))
+                .await
+                .context("cannot open the PostgreSQL store (database_url)")?;
+            let ttl = Duration::from_millis(db.lease_ttl_ms);
+            let name = std::env::var("HOSTNAME").unwrap_or_default();
+            config = config.with_replica(ReplicaConfig {
+                lease_ttl: ttl,
+                renew_every: (ttl / 3).min(RENEW_EVERY_MAX),
+                claim_every: (ttl / 5).min(CLAIM_EVERY_MAX),
+                ..ReplicaConfig::new(ReplicaConfig::unique_owner(&name))
+            });
+            Store::new(pg)
+        }
+    };
     let mut secrets = ChainedSecrets::new();
     if let Some(dir) = &local.secrets_dir {
         secrets = secrets.push(DirSecrets::new(dir));
@@ -77,11 +106,11 @@ pub(crate) async fn start(local: &Local) -> Result<Runtime> {
         eprintln!("stopped {reaped} leftover process(es) of interrupted attempts");
     }
     Runtime::start(
-        Store::new(store),
+        store,
         local.executors.registry.clone(),
         Arc::new(SystemClock),
         Arc::new(secrets),
-        RuntimeConfig::new(local.data_dir.join("workspaces")),
+        config,
     )
     .await
     .context("cannot start the runtime")
@@ -113,7 +142,7 @@ pub(crate) async fn run(
             return Ok(Ending::Invalid);
         }
     }
-    let rt = start(&local).await?;
+    let rt = start(&local, None).await?;
     let request = CreateRun {
         tenant: local.tenant.clone(),
         run_id,
@@ -155,7 +184,7 @@ pub(crate) async fn resume(
     reject: Vec<String>,
     output: Output,
 ) -> Result<Ending> {
-    let rt = start(&local).await?;
+    let rt = start(&local, None).await?;
     let tenant = local.tenant.as_str();
     let Some(view) = rt.get_run(tenant, run_id).await? else {
         anyhow::bail!(

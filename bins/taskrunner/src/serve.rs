@@ -140,7 +140,7 @@ pub(crate) async fn serve(serve: Serve) -> Result<()> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
 
-    let runtime = run::start(&local).await?;
+    let runtime = run::start(&local, settings.database.as_ref()).await?;
     let shutdown = CancellationToken::new();
     let mut http = HttpConfig::new(authenticator);
     http.default_tenant = settings.default_tenant.clone();
@@ -162,10 +162,17 @@ pub(crate) async fn serve(serve: Serve) -> Result<()> {
         AuthMode::Jwt => "jwt",
     };
     println!("taskrunner listening on http://{bound}");
+    let store = match &settings.database {
+        None => format!("data in {} (embedded SQLite)", local.data_dir.display()),
+        Some(db) => format!(
+            "replica on PostgreSQL, artifacts in {}, workspaces in {}",
+            db.artifact_dir.display(),
+            local.workspace_root.display()
+        ),
+    };
     eprintln!(
-        "taskrunner {}: data in {} (embedded SQLite), auth {auth}, default tenant {}",
+        "taskrunner {}: {store}, auth {auth}, default tenant {}",
         env!("CARGO_PKG_VERSION"),
-        local.data_dir.display(),
         settings.default_tenant
     );
     let options = ListenerOptions {
@@ -180,8 +187,8 @@ pub(crate) async fn serve(serve: Serve) -> Result<()> {
     })
     .await;
     // Drivers stop without touching run state: running attempts are killed and retried as
-    // `interrupted` at the next start (SPEC §6.2).
-    runtime.shutdown();
+    // `interrupted` at the next start (SPEC §6.2); a replica hands its runs to the others.
+    runtime.shutdown_gracefully().await;
     eprintln!(
         "taskrunner stopped{}",
         if left > 0 {

@@ -3,12 +3,14 @@
 //! their state, stream their logs, decide approvals and cancel.
 //!
 //! Owns: persist-before-act ordering, per-run serialisation of events, timers, executor
-//! attempts and their output lines, artifact capture, recovery on start. Knows no HTTP, no
+//! attempts and their output lines, artifact capture, recovery on start, and — as one of
+//! several replicas on one store — run leases (claim, renew, fenced writes, release). Knows no HTTP, no
 //! config files, no signals (those are `bins/`).
 
 mod error;
 mod ports;
 mod render;
+mod replica;
 mod runtime;
 
 pub use error::RuntimeError;
@@ -16,6 +18,7 @@ pub use ports::{
     ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, StaticSecrets, SystemClock,
 };
 pub use render::log_entry_json;
+pub use replica::{CLAIM_EVERY_MAX, RENEW_EVERY_MAX, ReplicaConfig};
 pub use runtime::{
     CreateRun, DecisionOutcome, DecisionRequest, RunSnapshot, Runtime, RuntimeConfig,
     SECRET_BYTES_MIN, check_run_id, check_tenant, codes,

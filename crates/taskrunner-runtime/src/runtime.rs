@@ -8,12 +8,22 @@
 //! fsync). On start, every active run is replayed from its journal (verified against the plan
 //! hash) and receives `Recovered`: attempts that were running are failed as `interrupted` and
 //! retried under their policy; timers are re-armed.
+//!
+//! As a replica ([`RuntimeConfig::replica`], SPEC rule 29) a runtime drives only the runs whose
+//! lease it holds: a claimer takes claimable runs (at least every second and on wake-ups), a
+//! renewer extends the leases every few seconds and stops at once any driver whose lease was
+//! lost, and every write of a driver is fenced with its lease. A driver releases its run when
+//! it parks at a gate or ends (`Park`) and on graceful shutdown (`Handoff`). A decision or a
+//! cancellation for a run another replica drives is journaled here with optimistic concurrency
+//! (the store wakes the holder, which applies it and performs what follows).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
 
 use serde_json::{Map, Value};
 use taskrunner_engine::{
@@ -26,14 +36,15 @@ use taskrunner_exec::{
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest, Step, StepKind};
 use taskrunner_plan::{Plan, PlanError};
 use taskrunner_store::{
-    ArtifactRecord, BlobSource, JournalEntry, ListQuery, LogRecord, NewLog, NewRun, Page,
-    RunRecord, Store, StoreError, Transition,
+    ArtifactRecord, BlobSource, JournalEntry, Lease, LeaseStore, ListQuery, LogRecord, NewLog,
+    NewRun, Page, Release, RunRecord, Store, StoreError, Transition, Wakeup,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::RuntimeError;
 use crate::ports::{Clock, SecretProvider};
+use crate::replica::ReplicaConfig;
 
 /// Codes of run-creation errors (SPEC §5.1), reported like plan errors.
 pub mod codes {
@@ -59,6 +70,16 @@ const OUTPUT_BATCH_MAX: usize = 128;
 const WAKE_POLL: Duration = Duration::from_millis(500);
 /// Attempts to hand a message to a run's driver while it retires concurrently.
 const DELIVERY_TRIES: usize = 3;
+/// Attempts to journal a decision or cancellation for a run another replica drives while that
+/// replica keeps appending (optimistic concurrency).
+const FOREIGN_TRIES: usize = 8;
+/// How long a decision waits for the replica holding a run at a gate to park it (then this
+/// replica drives the run), before journaling the decision for that replica instead.
+const PARK_WAIT: Duration = Duration::from_secs(2);
+/// Pause between looks while waiting for a run to be parked.
+const PARK_POLL: Duration = Duration::from_millis(10);
+/// How long graceful shutdown waits for drivers to hand their runs off.
+const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 
 /// Runtime settings.
 #[derive(Debug, Clone)]
@@ -67,6 +88,10 @@ pub struct RuntimeConfig {
     pub workspace_root: PathBuf,
     /// Capacity of a run's live log broadcast (a slower follower skips ahead and re-reads the store).
     pub log_broadcast_capacity: usize,
+    /// Drive runs under leases, as one of several replicas sharing the store (SPEC rule 29).
+    /// `None`: this process owns every run of the store (one replica, today's behaviour).
+    /// Needs a store with a lease port ([`Store::leases`]).
+    pub replica: Option<ReplicaConfig>,
 }
 
 impl RuntimeConfig {
@@ -75,7 +100,14 @@ impl RuntimeConfig {
         RuntimeConfig {
             workspace_root: workspace_root.into(),
             log_broadcast_capacity: 64,
+            replica: None,
         }
+    }
+
+    /// The same, as a replica with these lease settings.
+    pub fn with_replica(mut self, replica: ReplicaConfig) -> RuntimeConfig {
+        self.replica = Some(replica);
+        self
     }
 }
 
@@ -148,18 +180,38 @@ enum Msg {
         actor: Option<String>,
         reply: oneshot::Sender<Result<RunStatus, RuntimeError>>,
     },
+    /// Another replica journaled something for this run: apply it and perform what follows.
+    Sync,
 }
 
 enum Hydrated {
-    Active(ActorHandle),
+    /// The driver; with the hydrate lock when it was just started as a replica, so that it
+    /// cannot retire before the caller's message is in its mailbox.
+    Active(ActorHandle, Option<tokio::sync::OwnedMutexGuard<()>>),
     Terminal(Box<Run>),
+    /// Another replica holds the run's live lease.
+    Elsewhere,
 }
 
 #[derive(Clone)]
 struct ActorHandle {
+    /// Tells this driver from a later one of the same run.
+    id: u64,
     tx: mpsc::Sender<Msg>,
     logs: broadcast::Sender<LogRecord>,
     snapshot: watch::Receiver<RunSnapshot>,
+    /// Stops the driver at once (its lease was lost): attempts killed, nothing more written.
+    stop: CancellationToken,
+    /// The lease it drives under (replicas only).
+    lease: Option<Lease>,
+    /// When that lease was taken.
+    claimed_at: Instant,
+}
+
+/// A replica's lease port and settings.
+struct Replica {
+    leases: Arc<dyn LeaseStore>,
+    config: ReplicaConfig,
 }
 
 struct Inner {
@@ -173,9 +225,15 @@ struct Inner {
     /// folded from: valid while the stored length is the same (a change always grows it).
     views: Mutex<BTreeMap<(String, String), (u64, RunView)>>,
     /// Serialises bringing a run into memory and retiring it, so one run never has two drivers.
-    hydrate: tokio::sync::Mutex<()>,
+    hydrate: Arc<tokio::sync::Mutex<()>>,
     shutdown: CancellationToken,
     id_counter: AtomicU64,
+    /// Set when the runtime is a replica.
+    replica: Option<Replica>,
+    /// Ids of drivers.
+    actor_ids: AtomicU64,
+    /// Driver tasks still running (graceful shutdown waits for their hand-offs).
+    live_actors: Arc<AtomicUsize>,
 }
 
 /// The embedding API: build it from stores, executors, a clock and a secret provider; it is a
@@ -194,7 +252,9 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Builds the runtime and recovers every active run from its journal.
+    /// Builds the runtime and recovers every active run from its journal; as a replica
+    /// ([`RuntimeConfig::replica`]) it starts claiming runs instead. `BadRequest` when the
+    /// replica settings are invalid or the store has no lease port.
     pub async fn start(
         stores: Store,
         executors: ExecutorRegistry,
@@ -202,6 +262,22 @@ impl Runtime {
         secrets: Arc<dyn SecretProvider>,
         config: RuntimeConfig,
     ) -> Result<Runtime, RuntimeError> {
+        let replica = match &config.replica {
+            None => None,
+            Some(replica) => {
+                replica.check()?;
+                let leases = stores.leases.clone().ok_or_else(|| {
+                    RuntimeError::BadRequest(
+                        "a replica needs a store with a lease port (Store::leases)".into(),
+                    )
+                })?;
+                Some(Replica {
+                    leases,
+                    config: replica.clone(),
+                })
+            }
+        };
+        let is_replica = replica.is_some();
         let runtime = Runtime {
             inner: Arc::new(Inner {
                 stores,
@@ -211,11 +287,19 @@ impl Runtime {
                 config,
                 actors: Mutex::new(BTreeMap::new()),
                 views: Mutex::new(BTreeMap::new()),
-                hydrate: tokio::sync::Mutex::new(()),
+                hydrate: Arc::new(tokio::sync::Mutex::new(())),
                 shutdown: CancellationToken::new(),
                 id_counter: AtomicU64::new(0),
+                replica,
+                actor_ids: AtomicU64::new(0),
+                live_actors: Arc::new(AtomicUsize::new(0)),
             }),
         };
+        if is_replica {
+            tokio::spawn(runtime.clone().claim_loop());
+            tokio::spawn(runtime.clone().renew_loop());
+            return Ok(runtime);
+        }
         for (tenant, run_id) in runtime.inner.stores.runs.active_runs().await? {
             let (run, journal) = runtime.load(&tenant, &run_id).await?;
             let first = if journal.next_seq() == 1 {
@@ -223,11 +307,178 @@ impl Runtime {
             } else {
                 Event::Recovered
             };
-            let handle = runtime.spawn_actor(run, journal)?;
+            let handle = runtime.spawn_actor(run, journal, None)?;
             let _ = handle.tx.send(Msg::Event(first)).await;
         }
         tokio::spawn(runtime.clone().wake_due_runs());
         Ok(runtime)
+    }
+
+    /// The replica's lease port and settings, when it is one.
+    fn replica(&self) -> Option<&Replica> {
+        self.inner.replica.as_ref()
+    }
+
+    /// Replicas: takes claimable runs at least every `claim_every` and at once on wake-ups; a
+    /// wake-up for a run driven here makes its driver apply what another replica journaled.
+    async fn claim_loop(self) {
+        let Some(replica) = self.replica() else {
+            return;
+        };
+        let (leases, config) = (replica.leases.clone(), replica.config.clone());
+        let shutdown = self.inner.shutdown.clone();
+        let mut wakeups = leases.wakeups();
+        loop {
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let claimed = match leases
+                    .claim(&config.owner, config.claim_batch, config.lease_ttl)
+                    .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica: claiming runs failed");
+                        break;
+                    }
+                };
+                let full = claimed.len() >= config.claim_batch;
+                for lease in claimed {
+                    if let Err(e) = self.adopt(lease).await {
+                        tracing::error!(error = %e, "replica: a claimed run could not be loaded");
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            let woken = tokio::select! {
+                () = tokio::time::sleep(config.claim_every) => None,
+                w = wakeups.next() => w,
+                () = shutdown.cancelled() => return,
+            };
+            if let Some(first) = woken {
+                self.wake_driver(&first);
+                // Coalesce a burst of wake-ups into one claim.
+                while let Some(Some(w)) = wakeups.next().now_or_never() {
+                    self.wake_driver(&w);
+                }
+            }
+        }
+    }
+
+    /// Tells the run's driver, if it is here, to apply what another replica journaled.
+    fn wake_driver(&self, wakeup: &Wakeup) {
+        if let Some(handle) = self.actor(&wakeup.tenant, &wakeup.run_id) {
+            // A full mailbox means a busy driver: its next commit meets the conflict anyway.
+            let _ = handle.tx.try_send(Msg::Sync);
+        }
+    }
+
+    /// Replicas: renews every lease each `renew_every`; a driver whose lease is missing from
+    /// the answer was taken over and is stopped at once. When renewing keeps failing for longer
+    /// than a lease lasts, every driver is stopped (another replica may take the runs over).
+    async fn renew_loop(self) {
+        let Some(replica) = self.replica() else {
+            return;
+        };
+        let (leases, config) = (replica.leases.clone(), replica.config.clone());
+        let shutdown = self.inner.shutdown.clone();
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(config.renew_every) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let started = Instant::now();
+            let held = match leases.renew(&config.owner, config.lease_ttl).await {
+                Ok(held) => {
+                    last_ok = started;
+                    Some(
+                        held.into_iter()
+                            .map(|l| ((l.tenant, l.run_id), l.fencing_token))
+                            .collect::<BTreeMap<_, _>>(),
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "replica: renewing leases failed");
+                    None
+                }
+            };
+            let expired = started.duration_since(last_ok) + config.renew_every >= config.lease_ttl;
+            let actors: Vec<((String, String), ActorHandle)> = self
+                .inner
+                .actors
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|(k, h)| (k.clone(), h.clone()))
+                .collect();
+            for (key, handle) in actors {
+                let Some(lease) = &handle.lease else { continue };
+                let lost = match &held {
+                    Some(held) => {
+                        handle.claimed_at < started && held.get(&key) != Some(&lease.fencing_token)
+                    }
+                    None => expired,
+                };
+                if lost {
+                    tracing::warn!(tenant = %key.0, run_id = %key.1, "replica: lease lost, driver stopped");
+                    metrics::counter!("taskrunner_leases_lost_total").increment(1);
+                    handle.stop.cancel();
+                }
+            }
+        }
+    }
+
+    /// Starts driving a run just claimed (a driver left over from an older lease of it here is
+    /// stopped first). A new run gets `Started`, any other `Recovered`: attempts its previous
+    /// holder was running are recorded as interrupted and retried (SPEC §6.2).
+    async fn adopt(&self, lease: Lease) -> Result<(), RuntimeError> {
+        let Some(replica) = self.replica() else {
+            return Ok(());
+        };
+        let _guard = self.inner.hydrate.lock().await;
+        if let Some(old) = self.actor(&lease.tenant, &lease.run_id) {
+            if old.lease.as_ref().map(|l| l.fencing_token) == Some(lease.fencing_token) {
+                // The same lease (renewed by our own `claim_run`): that driver carries on.
+                return Ok(());
+            }
+            old.stop.cancel();
+            self.remove_actor(&lease.tenant, &lease.run_id, old.id);
+        }
+        let (run, journal) = match self.load(&lease.tenant, &lease.run_id).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Parked: not claimed over and over; a decision or a due timer tries again.
+                let _ = replica.leases.release(&lease, Release::Park).await;
+                return Err(e);
+            }
+        };
+        if run.is_terminal() {
+            let _ = replica.leases.release(&lease, Release::Park).await;
+            return Ok(());
+        }
+        let first = if journal.next_seq() == 1 {
+            Event::Started
+        } else {
+            Event::Recovered
+        };
+        metrics::counter!("taskrunner_runs_claimed_total").increment(1);
+        let handle = self.spawn_actor(run, journal, Some(lease))?;
+        let _ = handle.tx.send(Msg::Event(first)).await;
+        Ok(())
+    }
+
+    /// Stops every driver, kills their attempts, hands their runs off (replicas: `Handoff`,
+    /// claimable at once by another replica) and waits up to 5 s for that to finish.
+    pub async fn shutdown_gracefully(&self) {
+        self.inner.shutdown.cancel();
+        let deadline = Instant::now() + HANDOFF_WAIT;
+        while self.inner.live_actors.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Runs that are not in memory (parked at a gate) but have a timer due — an approval
@@ -247,27 +498,98 @@ impl Runtime {
                 if self.actor(&tenant, &run_id).is_some() {
                     continue;
                 }
-                if let Ok(Hydrated::Active(handle)) = self.hydrate(&tenant, &run_id).await {
+                if let Ok(Hydrated::Active(handle, _)) = self.hydrate(&tenant, &run_id, false).await
+                {
                     let _ = handle.tx.send(Msg::Event(Event::Tick)).await;
                 }
             }
         }
     }
 
-    /// The run's driver, started from the store if the run is not in memory.
-    async fn hydrate(&self, tenant: &str, run_id: &str) -> Result<Hydrated, RuntimeError> {
+    /// The run's driver, started from the store if the run is not in memory. A replica first
+    /// claims the run; when another replica holds its live lease the answer is `Elsewhere`
+    /// (with `wait_for_park`, only after waiting up to [`PARK_WAIT`] for that replica to park
+    /// the run at its gate, so that the decision is applied by whoever then drives it).
+    async fn hydrate(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        wait_for_park: bool,
+    ) -> Result<Hydrated, RuntimeError> {
         if let Some(handle) = self.actor(tenant, run_id) {
-            return Ok(Hydrated::Active(handle));
+            return Ok(Hydrated::Active(handle, None));
         }
-        let _guard = self.inner.hydrate.lock().await;
-        if let Some(handle) = self.actor(tenant, run_id) {
-            return Ok(Hydrated::Active(handle));
+        let Some(replica) = self.replica() else {
+            let _guard = self.inner.hydrate.lock().await;
+            if let Some(handle) = self.actor(tenant, run_id) {
+                return Ok(Hydrated::Active(handle, None));
+            }
+            let (run, journal) = self.load_existing(tenant, run_id).await?;
+            if run.is_terminal() {
+                return Ok(Hydrated::Terminal(Box::new(run)));
+            }
+            return Ok(Hydrated::Active(
+                self.spawn_actor(run, journal, None)?,
+                None,
+            ));
+        };
+        let config = &replica.config;
+        let deadline = Instant::now() + PARK_WAIT;
+        loop {
+            {
+                let guard = self.inner.hydrate.clone().lock_owned().await;
+                if let Some(handle) = self.actor(tenant, run_id) {
+                    return Ok(Hydrated::Active(handle, None));
+                }
+                let claimed = match replica
+                    .leases
+                    .claim_run(&config.owner, tenant, run_id, config.lease_ttl)
+                    .await
+                {
+                    Err(StoreError::NotFound) => {
+                        return Err(RuntimeError::NotFound(format!("run {run_id}")));
+                    }
+                    other => other?,
+                };
+                if let Some(lease) = claimed {
+                    let (run, journal) = match self.load(tenant, run_id).await {
+                        Ok(loaded) => loaded,
+                        Err(e) => {
+                            let _ = replica.leases.release(&lease, Release::Park).await;
+                            return Err(e);
+                        }
+                    };
+                    if run.is_terminal() {
+                        let _ = replica.leases.release(&lease, Release::Park).await;
+                        return Ok(Hydrated::Terminal(Box::new(run)));
+                    }
+                    let handle = self.spawn_actor(run, journal, Some(lease))?;
+                    // Its last holder may have died with attempts running. The caller sends
+                    // its message before the lock is released: the driver cannot retire
+                    // in between.
+                    let _ = handle.tx.send(Msg::Event(Event::Recovered)).await;
+                    return Ok(Hydrated::Active(handle, Some(guard)));
+                }
+                let record = self
+                    .inner
+                    .stores
+                    .runs
+                    .get_run(tenant, run_id)
+                    .await?
+                    .ok_or_else(|| RuntimeError::NotFound(format!("run {run_id}")))?;
+                if !taskrunner_store::status::is_active(&record.status) {
+                    let (run, _) = self.load(tenant, run_id).await?;
+                    return Ok(Hydrated::Terminal(Box::new(run)));
+                }
+                if !wait_for_park
+                    || record.status != RunStatus::AwaitingApproval.as_str()
+                    || Instant::now() >= deadline
+                {
+                    return Ok(Hydrated::Elsewhere);
+                }
+            }
+            tokio::time::sleep(PARK_POLL).await;
         }
-        let (run, journal) = self.load_existing(tenant, run_id).await?;
-        if run.is_terminal() {
-            return Ok(Hydrated::Terminal(Box::new(run)));
-        }
-        Ok(Hydrated::Active(self.spawn_actor(run, journal)?))
     }
 
     /// The executors this runtime has.
@@ -369,7 +691,33 @@ impl Runtime {
         let run = Run::new(plan.clone(), info, now);
         let view = run.view();
         let journal = Journal::new(plan.hash());
-        let handle = self.spawn_actor(run, journal)?;
+        // Replicas claim the new run; the hydrate lock keeps our claimer from starting a second
+        // driver for it in between.
+        let _guard = self.inner.hydrate.lock().await;
+        let lease = match self.replica() {
+            None => None,
+            Some(replica) => {
+                let config = &replica.config;
+                if self.actor(&request.tenant, &run_id).is_some() {
+                    return Ok(view); // our claimer took it already
+                }
+                match replica
+                    .leases
+                    .claim_run(&config.owner, &request.tenant, &run_id, config.lease_ttl)
+                    .await
+                {
+                    Ok(Some(lease)) => Some(lease),
+                    // Another replica's claimer took it first (or the claim failed): it is
+                    // stored, so whoever holds or next claims it drives it.
+                    Ok(None) => return Ok(view),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica: claiming a new run failed");
+                        return Ok(view);
+                    }
+                }
+            }
+        };
+        let handle = self.spawn_actor(run, journal, lease)?;
         let _ = handle.tx.send(Msg::Event(Event::Started)).await;
         Ok(view)
     }
@@ -520,24 +868,16 @@ impl Runtime {
         request: DecisionRequest,
     ) -> Result<DecisionOutcome, RuntimeError> {
         for _ in 0..DELIVERY_TRIES {
-            let handle = match self.hydrate(tenant, run_id).await? {
-                Hydrated::Active(handle) => handle,
+            let (handle, guard) = match self.hydrate(tenant, run_id, true).await? {
+                Hydrated::Active(handle, guard) => (handle, guard),
                 // Terminal: let the engine say which answer or error applies.
                 Hydrated::Terminal(run) => {
-                    let check = run.check_decision(
-                        approval_id,
-                        request.decision,
-                        &request.actor,
-                        &request.plan_hash,
-                    );
-                    check_grants(&run, approval_id, &check, request.caller_scopes.as_ref())?;
-                    return match check {
-                        Ok(check) => Ok(DecisionOutcome {
-                            status: request.decision,
-                            resumed: check.resume,
-                        }),
-                        Err(e) => Err(decision_error(e)),
-                    };
+                    return decision_on_terminal(&run, approval_id, &request);
+                }
+                Hydrated::Elsewhere => {
+                    return self
+                        .decide_elsewhere(tenant, run_id, approval_id, request)
+                        .await;
                 }
             };
             let (reply, answer) = oneshot::channel();
@@ -546,11 +886,16 @@ impl Runtime {
                 request: request.clone(),
                 reply,
             };
-            if handle.tx.send(msg).await.is_err() {
+            let sent = handle.tx.send(msg).await;
+            drop(guard);
+            if sent.is_err() {
                 continue; // the driver retired in between: bring the run back and try again
             }
-            if let Ok(result) = answer.await {
-                return result;
+            match answer.await {
+                // The driver lost the run's lease meanwhile: look again (another replica).
+                Ok(Err(RuntimeError::Store(StoreError::StaleFencingToken { .. }))) => continue,
+                Ok(result) => return result,
+                Err(_) => {}
             }
         }
         Err(RuntimeError::Internal("the run's driver stopped".into()))
@@ -565,38 +910,192 @@ impl Runtime {
         actor: Option<String>,
     ) -> Result<RunStatus, RuntimeError> {
         for _ in 0..DELIVERY_TRIES {
-            let handle = match self.hydrate(tenant, run_id).await? {
-                Hydrated::Active(handle) => handle,
+            let (handle, guard) = match self.hydrate(tenant, run_id, false).await? {
+                Hydrated::Active(handle, guard) => (handle, guard),
                 Hydrated::Terminal(run) => {
                     return match run.status() {
                         RunStatus::Cancelled => Ok(RunStatus::Cancelled),
                         other => Err(RuntimeError::RunTerminal(other.as_str().to_owned())),
                     };
                 }
+                Hydrated::Elsewhere => return self.cancel_elsewhere(tenant, run_id, actor).await,
             };
             let (reply, answer) = oneshot::channel();
-            if handle
+            let sent = handle
                 .tx
                 .send(Msg::Cancel {
                     actor: actor.clone(),
                     reply,
                 })
-                .await
-                .is_err()
-            {
+                .await;
+            drop(guard);
+            if sent.is_err() {
                 continue;
             }
-            if let Ok(result) = answer.await {
-                return result;
+            match answer.await {
+                // The driver lost the run's lease meanwhile: look again (another replica).
+                Ok(Err(RuntimeError::Store(StoreError::StaleFencingToken { .. }))) => continue,
+                Ok(result) => return result,
+                Err(_) => {}
             }
         }
         Err(RuntimeError::Internal("the run's driver stopped".into()))
     }
 
+    /// A decision on a run another replica drives: journaled here on top of the stored state
+    /// with optimistic concurrency (retried on a conflict); the store wakes the holder, which
+    /// applies it and starts what follows. Rule 16 checks and answers are the driver's.
+    async fn decide_elsewhere(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        approval_id: &str,
+        request: DecisionRequest,
+    ) -> Result<DecisionOutcome, RuntimeError> {
+        for _ in 0..FOREIGN_TRIES {
+            let (mut run, mut journal) = self.load_existing(tenant, run_id).await?;
+            if run.is_terminal() {
+                return decision_on_terminal(&run, approval_id, &request);
+            }
+            let check = run.check_decision(
+                approval_id,
+                request.decision,
+                &request.actor,
+                &request.plan_hash,
+            );
+            check_grants(&run, approval_id, &check, request.caller_scopes.as_ref())?;
+            let check = check.map_err(decision_error)?;
+            let outcome = DecisionOutcome {
+                status: request.decision,
+                resumed: check.resume,
+            };
+            if check.already_applied {
+                return Ok(outcome);
+            }
+            let event = Event::ApprovalDecided {
+                approval_id: approval_id.to_owned(),
+                decision: request.decision,
+                actor: request.actor.clone(),
+                summary: request.summary.clone(),
+                plan_hash: request.plan_hash.clone(),
+            };
+            match self.commit_elsewhere(&mut run, &mut journal, event).await {
+                Ok(()) => return Ok(outcome),
+                Err(RuntimeError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RuntimeError::Internal(format!(
+            "run {run_id} kept changing while its decision was journaled"
+        )))
+    }
+
+    /// A cancellation of a run another replica drives (see [`Runtime::decide_elsewhere`]).
+    async fn cancel_elsewhere(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        actor: Option<String>,
+    ) -> Result<RunStatus, RuntimeError> {
+        for _ in 0..FOREIGN_TRIES {
+            let (mut run, mut journal) = self.load_existing(tenant, run_id).await?;
+            match run.status() {
+                RunStatus::Cancelled => return Ok(RunStatus::Cancelled),
+                s if s.is_terminal() => {
+                    return Err(RuntimeError::RunTerminal(s.as_str().to_owned()));
+                }
+                _ => {}
+            }
+            let event = Event::CancelRequested {
+                actor: actor.clone(),
+            };
+            match self.commit_elsewhere(&mut run, &mut journal, event).await {
+                Ok(()) => return Ok(run.status()),
+                Err(RuntimeError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RuntimeError::Internal(format!(
+            "run {run_id} kept changing while its cancellation was journaled"
+        )))
+    }
+
+    /// Folds `event` into a run loaded from the store and commits it unfenced with the loaded
+    /// journal length expected (`Conflict` when the run moved on). Commands are left to the
+    /// holder, which the store wakes; outputs of a run this ends are captured here.
+    async fn commit_elsewhere(
+        &self,
+        run: &mut Run,
+        journal: &mut Journal,
+        event: Event,
+    ) -> Result<(), RuntimeError> {
+        let (secrets, _) = self.secret_values(run.plan());
+        let last = run.state().updated_at;
+        let at = Timestamp(self.inner.clock.now().millis().max(last.millis()));
+        let commands = run.apply(at, &event, &secrets);
+        let record = journal.append(at, event.masked(&secrets));
+        let mut logs: Vec<NewLog> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Log(entry) => Some(to_new_log(entry)),
+                _ => None,
+            })
+            .collect();
+        let info = RunInfo {
+            run_id: run.state().run_id.clone(),
+            tenant: run.state().tenant.clone(),
+        };
+        if let Some(outputs) = commands.iter().find_map(|c| match c {
+            Command::Finished { outputs, .. } => Some(outputs.clone()),
+            _ => None,
+        }) {
+            let workspace = self.workspace_of(&info);
+            let failures = capture_outputs(self, &info, &workspace, None, outputs).await;
+            splice_before_end(&mut logs, failures);
+        }
+        let transition = Transition {
+            tenant: info.tenant.clone(),
+            run_id: info.run_id.clone(),
+            expected_journal_len: record.seq - 1,
+            journal: vec![to_entry(&record)?],
+            logs,
+            status: Some(run.status().as_str().to_owned()),
+            updated_at_ms: at.millis(),
+            next_wake_at_ms: Some(run.next_wake().map(Timestamp::millis)),
+            snapshot: None,
+        };
+        self.inner.stores.runs.commit(transition).await?;
+        metrics::counter!("taskrunner_foreign_commits_total").increment(1);
+        Ok(())
+    }
+
     /// Stops every driver without touching run state: runs stay recoverable (running
-    /// attempts are killed and will be retried as `interrupted` after a restart).
+    /// attempts are killed and will be retried as `interrupted` after a restart; a replica's
+    /// drivers hand their runs off, see [`Runtime::shutdown_gracefully`]).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
+    }
+
+    /// Removes a driver from the registry unless a later one of the same run replaced it.
+    fn remove_actor(&self, tenant: &str, run_id: &str, id: u64) {
+        let mut actors = self
+            .inner
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (tenant.to_owned(), run_id.to_owned());
+        if actors.get(&key).is_some_and(|h| h.id == id) {
+            actors.remove(&key);
+        }
+        metrics::gauge!("taskrunner_runs_in_memory").set(actors.len() as f64);
+    }
+
+    /// `workspace_root/<tenant>/<run_id>`, absolute.
+    fn workspace_of(&self, info: &RunInfo) -> PathBuf {
+        // Absolute, so `$TASKRUNNER_WORKSPACE` means the same thing from any directory.
+        let root = &self.inner.config.workspace_root;
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+        root.join(&info.tenant).join(&info.run_id)
     }
 
     fn actor(&self, tenant: &str, run_id: &str) -> Option<ActorHandle> {
@@ -835,15 +1334,17 @@ impl Runtime {
         (secrets, values)
     }
 
-    fn spawn_actor(&self, run: Run, journal: Journal) -> Result<ActorHandle, RuntimeError> {
+    fn spawn_actor(
+        &self,
+        run: Run,
+        journal: Journal,
+        lease: Option<Lease>,
+    ) -> Result<ActorHandle, RuntimeError> {
         let info = RunInfo {
             run_id: run.state().run_id.clone(),
             tenant: run.state().tenant.clone(),
         };
-        // Absolute, so `$TASKRUNNER_WORKSPACE` means the same thing from any directory.
-        let root = &self.inner.config.workspace_root;
-        let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
-        let workspace = root.join(&info.tenant).join(&info.run_id);
+        let workspace = self.workspace_of(&info);
         std::fs::create_dir_all(&workspace).map_err(|e| {
             RuntimeError::Internal(format!(
                 "cannot create workspace {}: {e}",
@@ -860,10 +1361,16 @@ impl Runtime {
             fresh: true,
         };
         let (snap_tx, snap_rx) = watch::channel(snapshot);
+        let id = self.inner.actor_ids.fetch_add(1, Ordering::Relaxed);
+        let stop = self.inner.shutdown.child_token();
         let handle = ActorHandle {
+            id,
             tx: tx.clone(),
             logs: logs.clone(),
             snapshot: snap_rx,
+            stop: stop.clone(),
+            lease: lease.clone(),
+            claimed_at: Instant::now(),
         };
         {
             let mut actors = self
@@ -875,6 +1382,11 @@ impl Runtime {
             metrics::gauge!("taskrunner_runs_in_memory").set(actors.len() as f64);
         }
         let actor = Actor {
+            id,
+            stop,
+            lease,
+            claimed_at: handle.claimed_at,
+            superseded: false,
             runtime: self.clone(),
             run,
             journal,
@@ -888,13 +1400,55 @@ impl Runtime {
             timer: None,
             finished: false,
         };
-        tokio::spawn(actor.run(rx));
+        tracing::debug!(
+            tenant = %info.tenant,
+            run_id = %info.run_id,
+            driver = id,
+            fencing_token = ?handle.lease.as_ref().map(|l| l.fencing_token),
+            journal_len = handle.snapshot.borrow().view.steps.len(),
+            "driver started"
+        );
+        self.inner.live_actors.fetch_add(1, Ordering::SeqCst);
+        let live = LiveActor(self.inner.live_actors.clone());
+        tokio::spawn(async move {
+            let _live = live;
+            actor.run(rx).await;
+        });
         Ok(handle)
     }
 }
 
+/// Counts a driver task while it lives.
+struct LiveActor(Arc<AtomicUsize>);
+
+impl Drop for LiveActor {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Why a driver ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The runtime shuts down (its lease handed off).
+    Shutdown,
+    /// Its lease was lost (stopped by the renewer, or a fenced write was refused).
+    LeaseLost,
+    /// A storage failure: its memory may be ahead of the store (lease handed off).
+    Failed,
+}
+
 /// One run's driver.
 struct Actor {
+    /// Its id in the registry.
+    id: u64,
+    /// Cancelled when its lease is lost (or the runtime shuts down).
+    stop: CancellationToken,
+    /// The lease it drives under (replicas only); every write carries it.
+    lease: Option<Lease>,
+    claimed_at: Instant,
+    /// Another driver of the run wrote records this one did not (see [`Actor::sync`]).
+    superseded: bool,
     runtime: Runtime,
     run: Run,
     journal: Journal,
@@ -923,28 +1477,112 @@ impl Actor {
         if let Some(at) = self.run.next_wake() {
             self.arm(at);
         }
-        loop {
+        let end = loop {
             let msg = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => None,
                 msg = rx.recv() => msg,
-                () = shutdown.cancelled() => None,
             };
-            let Some(msg) = msg else { break };
+            let Some(msg) = msg else {
+                break if shutdown.is_cancelled() || self.lease.is_none() {
+                    End::Shutdown
+                } else {
+                    End::LeaseLost
+                };
+            };
             if let Err(e) = self.process(msg).await {
                 // The in-memory state may be ahead of the store: stop this driver; the run is
                 // recovered from its journal when it is next needed.
                 tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
-                break;
+                break self.end_after(&e);
             }
             // Retiring may process messages that raced in; they can make the run retirable
             // again (a decision that ends it), so check until it is not.
-            while self.retirable() {
+            while self.retirable() && !self.stop.is_cancelled() {
                 match self.retire(rx).await {
                     Some(next) => rx = next,
                     None => return,
                 }
             }
-        }
+        };
         self.unregister();
+        self.give_up(end).await;
+    }
+
+    /// How a driver that failed with `e` ends: a refused fenced write or another driver's
+    /// records mean the run is driven elsewhere (nothing released).
+    fn end_after(&self, e: &RuntimeError) -> End {
+        if self.superseded || matches!(e, RuntimeError::Store(StoreError::StaleFencingToken { .. }))
+        {
+            End::LeaseLost
+        } else {
+            End::Failed
+        }
+    }
+
+    /// Releases the lease as `end` asks: nothing when it was lost, `Handoff` when the run still
+    /// needs a driver now (shutdown, failure).
+    async fn give_up(&mut self, end: End) {
+        let (Some(replica), Some(lease)) = (self.runtime.replica(), &self.lease) else {
+            return;
+        };
+        let mode = match end {
+            End::LeaseLost => return,
+            End::Shutdown | End::Failed => Release::Handoff,
+        };
+        if let Err(e) = replica.leases.release(lease, mode).await {
+            tracing::debug!(error = %e, run_id = %lease.run_id, "replica: release failed");
+        }
+    }
+
+    /// Replicas, when the run parks: releases the lease (`Park`), then looks once more for
+    /// records another replica journaled meanwhile (a decision that raced the release). If
+    /// there are some and the run can be claimed back, returns `true`: the driver carries on
+    /// and applies them.
+    async fn release_parked(&mut self) -> bool {
+        let Some(replica) = self.runtime.replica() else {
+            return false;
+        };
+        let Some(lease) = self.lease.clone() else {
+            return false;
+        };
+        if let Err(e) = replica.leases.release(&lease, Release::Park).await {
+            tracing::debug!(error = %e, run_id = %lease.run_id, "replica: release failed");
+            return false;
+        }
+        if self.finished {
+            return false;
+        }
+        let have = self.journal.next_seq() - 1;
+        let newer = self
+            .runtime
+            .inner
+            .stores
+            .runs
+            .load_journal(&lease.tenant, &lease.run_id, have)
+            .await
+            .is_ok_and(|entries| !entries.is_empty());
+        if !newer {
+            return false;
+        }
+        let config = &replica.config;
+        match replica
+            .leases
+            .claim_run(
+                &config.owner,
+                &lease.tenant,
+                &lease.run_id,
+                config.lease_ttl,
+            )
+            .await
+        {
+            Ok(Some(lease)) => {
+                self.lease = Some(lease);
+                self.claimed_at = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Finished, or parked at a gate with nothing running and no retry pending: the run needs
@@ -965,15 +1603,22 @@ impl Actor {
             pending.push(msg);
         }
         if pending.is_empty() {
-            return None;
+            if !self.release_parked().await {
+                return None;
+            }
+            pending.push(Msg::Sync);
         }
         let (tx, next) = mpsc::channel(MAILBOX_CAPACITY);
         self.tx = tx.clone();
         let info = self.info();
         let handle = ActorHandle {
+            id: self.id,
             tx,
             logs: self.logs.clone(),
             snapshot: self.snapshot.subscribe(),
+            stop: self.stop.clone(),
+            lease: self.lease.clone(),
+            claimed_at: self.claimed_at,
         };
         runtime
             .inner
@@ -982,10 +1627,15 @@ impl Actor {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((info.tenant, info.run_id), handle);
         drop(guard);
+        if let Some(at) = self.run.next_wake() {
+            self.arm(at);
+        }
         for msg in pending {
             if let Err(e) = self.process(msg).await {
                 tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
                 self.unregister();
+                let end = self.end_after(&e);
+                self.give_up(end).await;
                 return None;
             }
         }
@@ -1000,14 +1650,8 @@ impl Actor {
             timer.abort();
         }
         let info = self.info();
-        let mut actors = self
-            .runtime
-            .inner
-            .actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        actors.remove(&(info.tenant, info.run_id));
-        metrics::gauge!("taskrunner_runs_in_memory").set(actors.len() as f64);
+        self.runtime
+            .remove_actor(&info.tenant, &info.run_id, self.id);
     }
 
     async fn process(&mut self, msg: Msg) -> Result<(), RuntimeError> {
@@ -1032,6 +1676,70 @@ impl Actor {
                 };
                 reply_then_continue(reply, answer, "cancellation")
             }
+            Msg::Sync => self.sync().await,
+        }
+    }
+
+    /// Applies the records another replica journaled after ours (a decision, a cancellation)
+    /// and performs what they command — the holder's half of `commit_elsewhere`.
+    async fn sync(&mut self) -> Result<(), RuntimeError> {
+        let info = self.info();
+        let have = self.journal.next_seq() - 1;
+        let entries = self
+            .runtime
+            .inner
+            .stores
+            .runs
+            .load_journal(&info.tenant, &info.run_id, have)
+            .await?;
+        let corrupt = |message: String| RuntimeError::Corrupt {
+            run_id: info.run_id.clone(),
+            message,
+        };
+        let records = entries
+            .iter()
+            .map(from_entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        // Only decisions and cancellations are journaled by replicas that do not drive the run.
+        // Anything else means another driver of this run wrote: this one stops at once, before
+        // performing anything (its lease is no longer the only one acting).
+        if let Some(other) = records.iter().find(|r| {
+            !matches!(
+                r.event,
+                Event::ApprovalDecided { .. } | Event::CancelRequested { .. }
+            )
+        }) {
+            self.superseded = true;
+            return Err(RuntimeError::Internal(format!(
+                "journal record {} of run {} was written by another driver",
+                other.seq, info.run_id
+            )));
+        }
+        for record in records {
+            let commands = self.run.apply(record.at, &record.event, &self.secrets);
+            let ours = self.journal.append(record.at, record.event);
+            if ours.seq != record.seq || ours.hash != record.hash {
+                return Err(corrupt(format!(
+                    "journal record {} written by another replica does not chain onto record {}",
+                    record.seq, have
+                )));
+            }
+            for command in commands {
+                self.perform(command).await;
+            }
+        }
+        if !entries.is_empty() {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// Commits a transition: fenced with the lease when driving as a replica.
+    async fn commit(&self, transition: Transition) -> Result<Vec<u64>, StoreError> {
+        match (self.runtime.replica(), &self.lease) {
+            (Some(replica), Some(lease)) => replica.leases.commit_fenced(lease, transition).await,
+            _ => self.runtime.inner.stores.runs.commit(transition).await,
         }
     }
 
@@ -1116,10 +1824,43 @@ impl Actor {
         {
             self.running.remove(&(step_id.clone(), *attempt));
         }
+        let mut conflicts = 0;
+        loop {
+            // A replica keeps the state before the event: another replica may have journaled
+            // a decision or cancellation first (`Conflict`), applied, then this event again.
+            let before = self
+                .lease
+                .is_some()
+                .then(|| (self.run.clone(), self.journal.clone()));
+            match self.apply_and_commit(&event).await {
+                Err(RuntimeError::Store(StoreError::Conflict { .. }))
+                    if conflicts < FOREIGN_TRIES =>
+                {
+                    let Some((run, journal)) = before else {
+                        return Err(RuntimeError::Internal(
+                            "journal conflict without a lease".into(),
+                        ));
+                    };
+                    conflicts += 1;
+                    tracing::debug!(run_id = %self.info().run_id, driver = self.id, "journal conflict: applying what another replica wrote");
+                    self.run = run;
+                    self.journal = journal;
+                    self.sync().await?;
+                    if self.finished && !matches!(event, Event::AttemptFinished { .. }) {
+                        return Ok(());
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One try of [`Actor::handle`]: fold, commit, then act.
+    async fn apply_and_commit(&mut self, event: &Event) -> Result<(), RuntimeError> {
         // Time never goes backwards inside a run, whatever the wall clock does.
         let last = self.run.state().updated_at;
         let at = Timestamp(self.runtime.inner.clock.now().millis().max(last.millis()));
-        let commands = self.run.apply(at, &event, &self.secrets);
+        let commands = self.run.apply(at, event, &self.secrets);
         // Secrets never reach the journal (rule 19): journal the masked form.
         let record = self.journal.append(at, event.masked(&self.secrets));
         let mut logs: Vec<NewLog> = commands
@@ -1136,17 +1877,16 @@ impl Actor {
             Command::Finished { outputs, .. } => Some(outputs.clone()),
             _ => None,
         }) {
-            let failures = self.capture(outputs).await;
-            let end = logs
-                .iter()
-                .position(|l| {
-                    matches!(
-                        l.event_type.as_str(),
-                        "run.completed" | "run.failed" | "run.cancelled"
-                    )
-                })
-                .unwrap_or(logs.len());
-            logs.splice(end..end, failures);
+            let info = self.info();
+            let failures = capture_outputs(
+                &self.runtime,
+                &info,
+                &self.workspace,
+                self.lease.as_ref(),
+                outputs,
+            )
+            .await;
+            splice_before_end(&mut logs, failures);
         }
         let info = self.info();
         let transition = Transition {
@@ -1160,7 +1900,7 @@ impl Actor {
             next_wake_at_ms: Some(self.run.next_wake().map(Timestamp::millis)),
             snapshot: None,
         };
-        let sequences = self.runtime.inner.stores.runs.commit(transition).await?;
+        let sequences = self.commit(transition).await?;
         for (sequence, log) in sequences.into_iter().zip(logs) {
             let _ = self.logs.send(LogRecord::from_new(sequence, log));
         }
@@ -1246,6 +1986,7 @@ impl Actor {
                 let tx = self.tx.clone();
                 let logs = self.logs.clone();
                 let secrets = self.secrets.clone();
+                let lease = self.lease.clone();
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
                     let outcome = match executor {
@@ -1257,6 +1998,7 @@ impl Actor {
                                 step_id.clone(),
                                 line_rx,
                                 logs,
+                                lease,
                             ));
                             let outcome = executor.execute(request, line_tx, token).await;
                             // Output lines land in the log before the step's end is recorded.
@@ -1308,120 +2050,144 @@ impl Actor {
             }
         }
     }
+}
 
-    /// Captures pack outputs as artifacts (SPEC §5.6, rule 20). A failed capture makes that
-    /// artifact `failed` and logs `artifact.failed`; it never changes the run's status.
-    async fn capture(&mut self, outputs: Vec<OutputResult>) -> Vec<NewLog> {
-        let info = self.info();
-        let stores = self.runtime.inner.stores.clone();
-        let now = self.runtime.inner.clock.now();
-        let mut failures = Vec::new();
-        for output in outputs {
-            let record = match output {
-                OutputResult::Object { name, value, error } => match (value, error) {
-                    (Some(value), _) => ArtifactRecord {
+/// Captures pack outputs as artifacts (SPEC §5.6, rule 20). A failed capture makes that
+/// artifact `failed` and logs `artifact.failed`; it never changes the run's status.
+async fn capture_outputs(
+    runtime: &Runtime,
+    info: &RunInfo,
+    workspace: &Path,
+    lease: Option<&Lease>,
+    outputs: Vec<OutputResult>,
+) -> Vec<NewLog> {
+    let stores = runtime.inner.stores.clone();
+    let now = runtime.inner.clock.now();
+    let mut failures = Vec::new();
+    for output in outputs {
+        let record = match output {
+            OutputResult::Object { name, value, error } => match (value, error) {
+                (Some(value), _) => ArtifactRecord {
+                    status: "captured".into(),
+                    captured_at_ms: Some(now.millis()),
+                    expression_json: Some(taskrunner_plan::jcs::to_canonical(&value)),
+                    ..artifact(&name, "object")
+                },
+                (None, error) => {
+                    let notes = error.unwrap_or_else(|| "the expression produced no value".into());
+                    failures.push((name.clone(), notes.clone()));
+                    ArtifactRecord {
+                        status: "failed".into(),
+                        notes: Some(notes),
+                        ..artifact(&name, "object")
+                    }
+                }
+            },
+            OutputResult::File { name, path, error } => {
+                let captured = match (path, error) {
+                    (Some(path), None) => capture_file(&stores, info, workspace, &name, &path)
+                        .await
+                        .map(|r| (path, r)),
+                    (path, error) => Err((path, error.unwrap_or_else(|| "no path".into()))),
+                };
+                match captured {
+                    Ok((path, (stored_path, sha256, size))) => ArtifactRecord {
+                        source_path: Some(path),
+                        stored_path: Some(stored_path),
                         status: "captured".into(),
                         captured_at_ms: Some(now.millis()),
-                        expression_json: Some(taskrunner_plan::jcs::to_canonical(&value)),
-                        ..artifact(&name, "object")
+                        sha256: Some(sha256),
+                        size_bytes: Some(size),
+                        ..artifact(&name, "file")
                     },
-                    (None, error) => {
-                        let notes =
-                            error.unwrap_or_else(|| "the expression produced no value".into());
+                    Err((path, notes)) => {
                         failures.push((name.clone(), notes.clone()));
                         ArtifactRecord {
+                            source_path: path,
                             status: "failed".into(),
                             notes: Some(notes),
-                            ..artifact(&name, "object")
-                        }
-                    }
-                },
-                OutputResult::File { name, path, error } => {
-                    let captured = match (path, error) {
-                        (Some(path), None) => self
-                            .capture_file(&stores, &info, &name, &path)
-                            .await
-                            .map(|r| (path, r)),
-                        (path, error) => Err((path, error.unwrap_or_else(|| "no path".into()))),
-                    };
-                    match captured {
-                        Ok((path, (stored_path, sha256, size))) => ArtifactRecord {
-                            source_path: Some(path),
-                            stored_path: Some(stored_path),
-                            status: "captured".into(),
-                            captured_at_ms: Some(now.millis()),
-                            sha256: Some(sha256),
-                            size_bytes: Some(size),
                             ..artifact(&name, "file")
-                        },
-                        Err((path, notes)) => {
-                            failures.push((name.clone(), notes.clone()));
-                            ArtifactRecord {
-                                source_path: path,
-                                status: "failed".into(),
-                                notes: Some(notes),
-                                ..artifact(&name, "file")
-                            }
                         }
                     }
                 }
-            };
-            if let Err(e) = stores
-                .artifacts
-                .upsert_artifact(&info.tenant, &info.run_id, record)
-                .await
-            {
-                tracing::error!(error = %e, "artifact record could not be stored");
             }
+        };
+        let stored = match (runtime.replica(), lease) {
+            (Some(replica), Some(lease)) => {
+                replica.leases.upsert_artifact_fenced(lease, record).await
+            }
+            _ => {
+                stores
+                    .artifacts
+                    .upsert_artifact(&info.tenant, &info.run_id, record)
+                    .await
+            }
+        };
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "artifact record could not be stored");
         }
-        failures
-            .into_iter()
-            .map(|(name, reason)| NewLog {
-                timestamp_ms: now.millis(),
-                level: "warn".into(),
-                event_type: "artifact.failed".into(),
-                message: format!("Output {name} was not captured: {reason}"),
-                step_id: None,
-                metadata_json: serde_json::json!({"output": name, "reason": reason}).to_string(),
-            })
-            .collect()
     }
+    failures
+        .into_iter()
+        .map(|(name, reason)| NewLog {
+            timestamp_ms: now.millis(),
+            level: "warn".into(),
+            event_type: "artifact.failed".into(),
+            message: format!("Output {name} was not captured: {reason}"),
+            step_id: None,
+            metadata_json: serde_json::json!({"output": name, "reason": reason}).to_string(),
+        })
+        .collect()
+}
 
-    async fn capture_file(
-        &self,
-        stores: &Store,
-        info: &RunInfo,
-        name: &str,
-        path: &str,
-    ) -> Result<(String, String, u64), (Option<String>, String)> {
-        let fail = |why: String| (Some(path.to_owned()), why);
-        let relative = Path::new(path);
-        if relative.is_absolute()
-            || relative
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(fail("path escapes the workspace".into()));
-        }
-        let root = std::fs::canonicalize(&self.workspace)
-            .map_err(|e| fail(format!("workspace unavailable: {e}")))?;
-        let full = std::fs::canonicalize(root.join(relative))
-            .map_err(|_| fail("file not found in the workspace".into()))?;
-        if !full.starts_with(&root) {
-            return Err(fail(
-                "path escapes the workspace (through a symbolic link)".into(),
-            ));
-        }
-        if !full.is_file() {
-            return Err(fail("not a regular file".into()));
-        }
-        let blob = stores
-            .artifacts
-            .put_file(&info.tenant, &info.run_id, name, BlobSource::File(full))
-            .await
-            .map_err(|e| fail(format!("could not store the file: {e}")))?;
-        Ok((blob.stored_path, blob.sha256, blob.size_bytes))
+async fn capture_file(
+    stores: &Store,
+    info: &RunInfo,
+    workspace: &Path,
+    name: &str,
+    path: &str,
+) -> Result<(String, String, u64), (Option<String>, String)> {
+    let fail = |why: String| (Some(path.to_owned()), why);
+    let relative = Path::new(path);
+    if relative.is_absolute()
+        || relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(fail("path escapes the workspace".into()));
     }
+    let root = std::fs::canonicalize(workspace)
+        .map_err(|e| fail(format!("workspace unavailable: {e}")))?;
+    let full = std::fs::canonicalize(root.join(relative))
+        .map_err(|_| fail("file not found in the workspace".into()))?;
+    if !full.starts_with(&root) {
+        return Err(fail(
+            "path escapes the workspace (through a symbolic link)".into(),
+        ));
+    }
+    if !full.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    let blob = stores
+        .artifacts
+        .put_file(&info.tenant, &info.run_id, name, BlobSource::File(full))
+        .await
+        .map_err(|e| fail(format!("could not store the file: {e}")))?;
+    Ok((blob.stored_path, blob.sha256, blob.size_bytes))
+}
+
+/// Puts `artifact.failed` entries before the run's end entry (SPEC §5.3 "End").
+fn splice_before_end(logs: &mut Vec<NewLog>, failures: Vec<NewLog>) {
+    let end = logs
+        .iter()
+        .position(|l| {
+            matches!(
+                l.event_type.as_str(),
+                "run.completed" | "run.failed" | "run.cancelled"
+            )
+        })
+        .unwrap_or(logs.len());
+    logs.splice(end..end, failures);
 }
 
 /// Step output lines → `step.output` log entries (stdout `info`, stderr `warn`), appended in
@@ -1432,6 +2198,7 @@ async fn forward_output(
     step_id: String,
     mut lines: mpsc::Receiver<OutputLine>,
     live: broadcast::Sender<LogRecord>,
+    lease: Option<Lease>,
 ) {
     let clock = runtime.inner.clock.clone();
     let mut batch = Vec::new();
@@ -1472,13 +2239,20 @@ async fn forward_output(
                 }
             })
             .collect();
-        match runtime
-            .inner
-            .stores
-            .logs
-            .append_logs(&info.tenant, &info.run_id, logs.clone())
-            .await
-        {
+        let appended = match (runtime.replica(), &lease) {
+            (Some(replica), Some(lease)) => {
+                replica.leases.append_logs_fenced(lease, logs.clone()).await
+            }
+            _ => {
+                runtime
+                    .inner
+                    .stores
+                    .logs
+                    .append_logs(&info.tenant, &info.run_id, logs.clone())
+                    .await
+            }
+        };
+        match appended {
             Ok(sequences) => {
                 for (sequence, log) in sequences.into_iter().zip(logs) {
                     let _ = live.send(LogRecord::from_new(sequence, log));
@@ -1577,6 +2351,28 @@ fn check_grants(
             "approval {approval_id} needs the scope(s) {}",
             missing.join(", ")
         )))
+    }
+}
+
+/// The answer to a decision on a finished run: the engine says which answer or error applies.
+fn decision_on_terminal(
+    run: &Run,
+    approval_id: &str,
+    request: &DecisionRequest,
+) -> Result<DecisionOutcome, RuntimeError> {
+    let check = run.check_decision(
+        approval_id,
+        request.decision,
+        &request.actor,
+        &request.plan_hash,
+    );
+    check_grants(run, approval_id, &check, request.caller_scopes.as_ref())?;
+    match check {
+        Ok(check) => Ok(DecisionOutcome {
+            status: request.decision,
+            resumed: check.resume,
+        }),
+        Err(e) => Err(decision_error(e)),
     }
 }
 

@@ -58,6 +58,10 @@ fn writer_gone() -> StoreError {
     StoreError::Backend("store writer is not running".to_owned())
 }
 
+/// Server-side end of a session left idle inside a transaction for 5 s (a stalled replica),
+/// unless the URL's `options` set `idle_in_transaction_session_timeout` itself.
+const IDLE_IN_TRANSACTION_OPTION: &str = "-c idle_in_transaction_session_timeout=5000";
+
 fn wrong_outcome() -> StoreError {
     StoreError::Backend("store writer answered with the wrong kind of result".to_owned())
 }
@@ -70,11 +74,22 @@ impl PostgresStore {
     /// Fails on an unreachable database, a bad URL, or a schema newer than this build.
     pub async fn connect(config: PostgresConfig) -> StoreResult<Self> {
         let config = config.clamped();
-        let pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
             StoreError::Invalid(format!(
                 "database url is not a PostgreSQL connection string: {e}"
             ))
         })?;
+        // A replica that stalls (SIGSTOP, a partition) in the middle of a write transaction
+        // would keep its run rows locked, and `SKIP LOCKED` claims would pass them over for as
+        // long as it stalls: the server ends such sessions, so their leases can be taken over.
+        let options = match pg.get_options() {
+            Some(given) if given.contains("idle_in_transaction_session_timeout") => {
+                given.to_owned()
+            }
+            Some(given) => format!("{given} {IDLE_IN_TRANSACTION_OPTION}"),
+            None => IDLE_IN_TRANSACTION_OPTION.to_owned(),
+        };
+        pg.options(options);
         tokio::fs::create_dir_all(config.artifact_dir.join("artifacts")).await?;
         {
             let (mut client, connection) = pg.connect(NoTls).await.map_err(|e| {

@@ -33,7 +33,8 @@ const PAGE_ENTRIES: usize = 500;
 const CHANNEL_CHUNKS: usize = 16;
 /// While a followed run is out of memory (parked at a gate), how often to look for its driver.
 const REATTACH_POLL: Duration = Duration::from_millis(50);
-/// While a followed run is out of memory, how often to re-read its store state.
+/// While a followed run is out of memory and nothing new arrives, how many polls between two
+/// reads of its status.
 const STORE_POLL_EVERY: u32 = 20;
 
 /// `GET /v1/task-runner/runs/{runId}/logs[?after=N][&follow=true]`.
@@ -172,13 +173,18 @@ impl Stream {
                 }
             }
             if live.is_none() {
-                // Out of memory: finished (end after the last entries) or parked at a gate.
+                // Out of memory: finished (end after the last entries) or parked at a gate —
+                // or brought back by a decision and already retired again between two polls,
+                // so new entries are read on every poll (an indexed range read that is usually
+                // empty) and the run's status is checked when some arrived or now and then.
                 idle_polls += 1;
-                if idle_polls >= STORE_POLL_EVERY || idle_polls == 1 {
+                let before = self.after;
+                while self.read_store().await? {}
+                if idle_polls == 1 || self.after != before || idle_polls > STORE_POLL_EVERY {
                     idle_polls = 1;
-                    let finished = self.finished().await?;
-                    while self.read_store().await? {}
-                    if finished {
+                    if self.finished().await? {
+                        // Entries written between the read above and the status check.
+                        while self.read_store().await? {}
                         return Ok(());
                     }
                 }

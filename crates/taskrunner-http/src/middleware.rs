@@ -11,7 +11,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
 
@@ -59,22 +58,17 @@ fn parse_traceparent(text: &str) -> Option<String> {
 
 /// 32 lowercase hex digits, unique per process (time, pid and a counter, hashed).
 fn fresh_id() -> String {
+    // 128 bits, unique per process (a counter) and across processes (start time and pid): a
+    // request id needs uniqueness, not secrecy, and this runs on every request.
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let digest = Sha256::new()
-        .chain_update(nanos.to_le_bytes())
-        .chain_update(std::process::id().to_le_bytes())
-        .chain_update(n.to_le_bytes())
-        .finalize();
-    taskrunner_store::hex(&digest[..16])
+    let high = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
+    format!("{high:016x}{n:016x}")
 }
 
-/// Outermost layer: assigns the request id, renders every error response as the envelope (the
-/// `PlanErrorResponse`-compatible form on simulate/create), sets `X-Request-Id`, records
-/// `taskrunner_http_requests_total` / `taskrunner_http_request_duration_seconds`.
 pub(crate) async fn envelope(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let trace_id = trace_id_of(request.headers());

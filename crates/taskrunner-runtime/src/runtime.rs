@@ -58,6 +58,8 @@ pub mod codes {
 
 /// Shortest secret value accepted (SPEC §8 rule 19).
 pub const SECRET_BYTES_MIN: usize = 4;
+/// Most run states of runs out of memory kept by `get_run` (the cache starts over when full).
+const VIEW_CACHE_MAX: usize = 4096;
 /// Capacity of a run's mailbox.
 const MAILBOX_CAPACITY: usize = 256;
 /// Capacity of an attempt's output line channel (back-pressure on the process beyond it).
@@ -219,6 +221,9 @@ struct Inner {
     secrets: Arc<dyn SecretProvider>,
     config: RuntimeConfig,
     actors: Mutex<BTreeMap<(String, String), ActorHandle>>,
+    /// States of runs out of memory (parked or finished), each with the journal length it was
+    /// folded from: valid while the stored length is the same (a change always grows it).
+    views: Mutex<BTreeMap<(String, String), (u64, RunView)>>,
     /// Serialises bringing a run into memory and retiring it, so one run never has two drivers.
     hydrate: Arc<tokio::sync::Mutex<()>>,
     shutdown: CancellationToken,
@@ -283,6 +288,7 @@ impl Runtime {
                 secrets,
                 config,
                 actors: Mutex::new(BTreeMap::new()),
+                views: Mutex::new(BTreeMap::new()),
                 hydrate: Arc::new(tokio::sync::Mutex::new(())),
                 shutdown: CancellationToken::new(),
                 id_counter: AtomicU64::new(0),
@@ -744,10 +750,33 @@ impl Runtime {
         if let Some(handle) = self.actor(tenant, run_id) {
             return Ok(Some(handle.snapshot.borrow().view.clone()));
         }
-        match self.inner.stores.runs.get_run(tenant, run_id).await? {
-            None => Ok(None),
-            Some(_) => Ok(Some(self.load(tenant, run_id).await?.0.view())),
+        let Some(record) = self.inner.stores.runs.get_run(tenant, run_id).await? else {
+            return Ok(None);
+        };
+        let key = (tenant.to_owned(), run_id.to_owned());
+        if let Some((_, view)) = self
+            .views()
+            .get(&key)
+            .filter(|(len, _)| *len == record.journal_len)
+        {
+            return Ok(Some(view.clone()));
         }
+        // Folding the journal (plan decode, hash chain, replay) is the expensive part; a run
+        // out of memory changes only through a new journal record, so its fold is kept.
+        let view = self.load(tenant, run_id).await?.0.view();
+        let mut views = self.views();
+        if views.len() >= VIEW_CACHE_MAX {
+            views.clear();
+        }
+        views.insert(key, (record.journal_len, view.clone()));
+        Ok(Some(view))
+    }
+
+    fn views(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), (u64, RunView)>> {
+        self.inner
+            .views
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Watches a run's published state (active runs only).

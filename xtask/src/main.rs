@@ -14,6 +14,7 @@ commands:
   bench plan                cargo bench -p taskrunner-plan --bench plan
   bench engine              cargo bench -p taskrunner-runtime --bench engine
   bench http                cargo bench -p taskrunner --bench http (server over TCP vs raw hyper)
+  bench postgres            cargo bench -p taskrunner-runtime --bench postgres (replicas vs pgbench)
   fuzz <target> [seconds]   cargo fuzz run <target> in fuzz/ (default 60 seconds)";
 
 const FUZZ_SECONDS_DEFAULT: u64 = 60;
@@ -41,6 +42,10 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
         ["bench", "http"] => run_cargo(
             "bench http",
             &["bench", "-p", "taskrunner", "--bench", "http"],
+        ),
+        ["bench", "postgres"] => run_cargo(
+            "bench postgres",
+            &["bench", "-p", "taskrunner-runtime", "--bench", "postgres"],
         ),
         ["bench", "plan"] => run_cargo(
             "bench plan",

@@ -18,7 +18,7 @@ pub use ports::{
     ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, StaticSecrets, SystemClock,
 };
 pub use render::log_entry_json;
-pub use replica::{CLAIM_EVERY_MAX, RENEW_EVERY_MAX, ReplicaConfig};
+pub use replica::{CLAIM_EVERY_MAX, MAX_DRIVERS_MAX, RENEW_EVERY_MAX, ReplicaConfig};
 pub use runtime::{
     CreateRun, DecisionOutcome, DecisionRequest, RunSnapshot, Runtime, RuntimeConfig,
     SECRET_BYTES_MIN, check_run_id, check_tenant, codes,

@@ -26,7 +26,15 @@ pub struct ReplicaConfig {
     pub claim_every: Duration,
     /// Most runs taken by one claim, 1..=1000.
     pub claim_batch: usize,
+    /// Most runs driven at once (runs parked at a gate do not count), 1..=100,000. Beyond it
+    /// new runs wait in the store, `Pending`, until a driver ends here or another replica has
+    /// room: every held lease is renewed every `renew_every`, so holding fewer keeps renewals
+    /// cheap and shares the work between replicas.
+    pub max_drivers: usize,
 }
+
+/// Largest `max_drivers`.
+pub const MAX_DRIVERS_MAX: usize = 100_000;
 
 impl ReplicaConfig {
     /// The rule-29 defaults: 10 s leases renewed every 3 s, claims every second, 64 at a time.
@@ -37,6 +45,7 @@ impl ReplicaConfig {
             renew_every: RENEW_EVERY_MAX,
             claim_every: CLAIM_EVERY_MAX,
             claim_batch: 64,
+            max_drivers: 256,
         }
     }
 
@@ -86,6 +95,12 @@ impl ReplicaConfig {
             return bad(format!(
                 "claim_batch {} must be 1 to {CLAIM_LIMIT_MAX}",
                 self.claim_batch
+            ));
+        }
+        if self.max_drivers == 0 || self.max_drivers > MAX_DRIVERS_MAX {
+            return bad(format!(
+                "max_drivers {} must be 1 to {MAX_DRIVERS_MAX}",
+                self.max_drivers
             ));
         }
         Ok(())
@@ -144,6 +159,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("claim_batch")
+        );
+        let no_drivers = ReplicaConfig {
+            max_drivers: 0,
+            ..config.clone()
+        };
+        assert!(
+            no_drivers
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("max_drivers")
         );
         let bad_owner = ReplicaConfig::new("a b");
         assert!(bad_owner.check().is_err());

@@ -234,6 +234,8 @@ struct Inner {
     actor_ids: AtomicU64,
     /// Driver tasks still running (graceful shutdown waits for their hand-offs).
     live_actors: Arc<AtomicUsize>,
+    /// Woken when a driver ends: a replica may have room to claim more runs.
+    driver_ended: Arc<tokio::sync::Notify>,
 }
 
 /// The embedding API: build it from stores, executors, a clock and a secret provider; it is a
@@ -293,6 +295,7 @@ impl Runtime {
                 replica,
                 actor_ids: AtomicU64::new(0),
                 live_actors: Arc::new(AtomicUsize::new(0)),
+                driver_ended: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         if is_replica {
@@ -333,17 +336,19 @@ impl Runtime {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                let claimed = match leases
-                    .claim(&config.owner, config.claim_batch, config.lease_ttl)
-                    .await
-                {
+                let room = config.max_drivers.saturating_sub(self.drivers());
+                let limit = config.claim_batch.min(room);
+                if limit == 0 {
+                    break;
+                }
+                let claimed = match leases.claim(&config.owner, limit, config.lease_ttl).await {
                     Ok(claimed) => claimed,
                     Err(e) => {
                         tracing::warn!(error = %e, "replica: claiming runs failed");
                         break;
                     }
                 };
-                let full = claimed.len() >= config.claim_batch;
+                let full = claimed.len() >= limit;
                 for lease in claimed {
                     if let Err(e) = self.adopt(lease).await {
                         tracing::error!(error = %e, "replica: a claimed run could not be loaded");
@@ -356,6 +361,7 @@ impl Runtime {
             let woken = tokio::select! {
                 () = tokio::time::sleep(config.claim_every) => None,
                 w = wakeups.next() => w,
+                () = self.inner.driver_ended.notified() => None,
                 () = shutdown.cancelled() => return,
             };
             if let Some(first) = woken {
@@ -366,6 +372,15 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Runs driven here now.
+    fn drivers(&self) -> usize {
+        self.inner
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Tells the run's driver, if it is here, to apply what another replica journaled.
@@ -700,6 +715,10 @@ impl Runtime {
                 let config = &replica.config;
                 if self.actor(&request.tenant, &run_id).is_some() {
                     return Ok(view); // our claimer took it already
+                }
+                if self.drivers() >= config.max_drivers {
+                    // Full: the run waits `Pending` until this or another replica has room.
+                    return Ok(view);
                 }
                 match replica
                     .leases
@@ -1409,7 +1428,10 @@ impl Runtime {
             "driver started"
         );
         self.inner.live_actors.fetch_add(1, Ordering::SeqCst);
-        let live = LiveActor(self.inner.live_actors.clone());
+        let live = LiveActor(
+            self.inner.live_actors.clone(),
+            self.inner.driver_ended.clone(),
+        );
         tokio::spawn(async move {
             let _live = live;
             actor.run(rx).await;
@@ -1418,12 +1440,13 @@ impl Runtime {
     }
 }
 
-/// Counts a driver task while it lives.
-struct LiveActor(Arc<AtomicUsize>);
+/// Counts a driver task while it lives; its end wakes the claimer.
+struct LiveActor(Arc<AtomicUsize>, Arc<tokio::sync::Notify>);
 
 impl Drop for LiveActor {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.notify_one();
     }
 }
 

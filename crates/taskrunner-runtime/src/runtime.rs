@@ -778,6 +778,19 @@ impl Runtime {
                 }
             }
         };
+        // A token above 1: the run was claimed (and maybe started and parked) by our claimer
+        // before this claim; drive it from what is stored, never from a fresh state.
+        if let Some(lease) = lease.clone().filter(|l| l.fencing_token > 1) {
+            let (run, journal) = self.load(&request.tenant, &run_id).await?;
+            let first = if journal.next_seq() == 1 {
+                Event::Started
+            } else {
+                Event::Recovered
+            };
+            let handle = self.spawn_actor(run, journal, Some(lease))?;
+            let _ = handle.tx.send(Msg::Event(first)).await;
+            return Ok(view);
+        }
         let handle = self.spawn_actor(run, journal, lease)?;
         let _ = handle.tx.send(Msg::Event(Event::Started)).await;
         Ok(view)

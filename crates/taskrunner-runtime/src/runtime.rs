@@ -331,6 +331,10 @@ impl Runtime {
         let (leases, config) = (replica.leases.clone(), replica.config.clone());
         let shutdown = self.inner.shutdown.clone();
         let mut wakeups = leases.wakeups();
+        // Woken only because drivers ended: claim once a batch worth of room is free, so a
+        // stream of short runs does not turn into one claim query per run.
+        let refill = config.claim_batch.min((config.max_drivers / 4).max(1));
+        let mut drivers_ended_only = false;
         loop {
             loop {
                 if shutdown.is_cancelled() {
@@ -338,7 +342,7 @@ impl Runtime {
                 }
                 let room = config.max_drivers.saturating_sub(self.drivers());
                 let limit = config.claim_batch.min(room);
-                if limit == 0 {
+                if limit == 0 || (drivers_ended_only && room < refill) {
                     break;
                 }
                 let claimed = match leases.claim(&config.owner, limit, config.lease_ttl).await {
@@ -358,10 +362,14 @@ impl Runtime {
                     break;
                 }
             }
+            drivers_ended_only = false;
             let woken = tokio::select! {
                 () = tokio::time::sleep(config.claim_every) => None,
                 w = wakeups.next() => w,
-                () = self.inner.driver_ended.notified() => None,
+                () = self.inner.driver_ended.notified() => {
+                    drivers_ended_only = true;
+                    None
+                }
                 () = shutdown.cancelled() => return,
             };
             if let Some(first) = woken {
@@ -401,6 +409,8 @@ impl Runtime {
         let (leases, config) = (replica.leases.clone(), replica.config.clone());
         let shutdown = self.inner.shutdown.clone();
         let mut last_ok = Instant::now();
+        // Leases held in the store with no driver here, seen at the previous renewal.
+        let mut orphans: Vec<Lease> = Vec::new();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(config.renew_every) => {}
@@ -410,6 +420,7 @@ impl Runtime {
             let held = match leases.renew(&config.owner, config.lease_ttl).await {
                 Ok(held) => {
                     last_ok = started;
+                    orphans = self.release_orphans(held.clone(), &orphans).await;
                     Some(
                         held.into_iter()
                             .map(|l| ((l.tenant, l.run_id), l.fencing_token))
@@ -445,6 +456,37 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Leases the store says this replica holds but no driver here uses (a driver that
+    /// stopped on an error without releasing): renewing them would keep their runs from every
+    /// replica. One still orphaned one renewal later (a claim being adopted is not) is handed
+    /// off, so the run is claimed and recovered. Returns the orphans seen now.
+    async fn release_orphans(&self, held: Vec<Lease>, before: &[Lease]) -> Vec<Lease> {
+        let Some(replica) = self.replica() else {
+            return Vec::new();
+        };
+        let mut now = Vec::new();
+        for lease in held {
+            let driven = self.actor(&lease.tenant, &lease.run_id).is_some_and(|h| {
+                h.lease.as_ref().map(|l| l.fencing_token) == Some(lease.fencing_token)
+            });
+            if driven {
+                continue;
+            }
+            let seen = before.iter().any(|b| {
+                b.tenant == lease.tenant
+                    && b.run_id == lease.run_id
+                    && b.fencing_token == lease.fencing_token
+            });
+            if seen {
+                tracing::warn!(run_id = %lease.run_id, "replica: a lease without a driver is handed off");
+                let _ = replica.leases.release(&lease, Release::Handoff).await;
+            } else {
+                now.push(lease);
+            }
+        }
+        now
     }
 
     /// Starts driving a run just claimed (a driver left over from an older lease of it here is
@@ -736,6 +778,19 @@ impl Runtime {
                 }
             }
         };
+        // A token above 1: the run was claimed (and maybe started and parked) by our claimer
+        // before this claim; drive it from what is stored, never from a fresh state.
+        if let Some(lease) = lease.clone().filter(|l| l.fencing_token > 1) {
+            let (run, journal) = self.load(&request.tenant, &run_id).await?;
+            let first = if journal.next_seq() == 1 {
+                Event::Started
+            } else {
+                Event::Recovered
+            };
+            let handle = self.spawn_actor(run, journal, Some(lease))?;
+            let _ = handle.tx.send(Msg::Event(first)).await;
+            return Ok(view);
+        }
         let handle = self.spawn_actor(run, journal, lease)?;
         let _ = handle.tx.send(Msg::Event(Event::Started)).await;
         Ok(view)

@@ -134,7 +134,7 @@ async fn the_pack_sandbox_reaches_process_steps_and_is_logged() {
     let dir = tempfile::tempdir().unwrap();
     let (rt, _) = start(dir.path()).await;
     let pack = format!(
-        "{HEADER}spec:\n  sandbox: {{mode: sealed, memoryLimitMiB: 32, quotaSeconds: 1}}\n  steps:\n    - id: net\n      continueOnError: true\n      run: {{uses: builtin:shell, with: {{script: \"tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '\"}}}}\n    - id: hog\n      continueOnError: true\n      run: {{uses: builtin:shell, with: {{command: [/usr/bin/bash, -c, \"x=$(head -c 200000000 /dev/zero | tr '\\\\0' a)\"]}}}}\n    - id: slow\n      continueOnError: true\n      timeoutSeconds: 30\n      run: {{uses: builtin:shell, with: {{script: \"sleep 20\"}}}}\n"
+        "{HEADER}spec:\n  sandbox: {{mode: sealed, memoryLimitMiB: 32, quotaSeconds: 5}}\n  steps:\n    - id: net\n      continueOnError: true\n      run: {{uses: builtin:shell, with: {{script: \"tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '\"}}}}\n    - id: hog\n      continueOnError: true\n      run: {{uses: builtin:shell, with: {{command: [/usr/bin/bash, -c, \"x=$(head -c 200000000 /dev/zero | tr '\\\\0' a)\"]}}}}\n    - id: slow\n      continueOnError: true\n      timeoutSeconds: 30\n      run: {{uses: builtin:shell, with: {{script: \"sleep 20\"}}}}\n"
     );
     let (view, logs) = run(&rt, "limits-1", &pack).await;
     assert_eq!(
@@ -161,6 +161,7 @@ async fn the_pack_sandbox_reaches_process_steps_and_is_logged() {
             .contains("32 MiB")
     );
     assert_eq!(reason_of(&view, "hog").as_deref(), Some("memory-limit"));
-    // quotaSeconds (1) is shorter than timeoutSeconds (30).
+    // quotaSeconds (5: room for the hog to reach its limit on a loaded machine) is shorter
+    // than timeoutSeconds (30).
     assert_eq!(reason_of(&view, "slow").as_deref(), Some("timeout"));
 }

@@ -80,16 +80,3 @@ async fn a_followed_stream_arrives_in_chunks_over_tcp() {
         "{all}"
     );
 }
-
-/// Serves on `TASKRUNNER_HTTP_ADDR` (default 127.0.0.1:18080) until killed, for running
-/// schemathesis against `/openapi.json` by hand:
-/// `cargo test -p taskrunner-http --test tcp -- --ignored serve_for_contract_testing`.
-#[tokio::test]
-#[ignore = "serves forever; run by hand for schemathesis"]
-async fn serve_for_contract_testing() {
-    let app = app().await;
-    let addr = std::env::var("TASKRUNNER_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:18080".into());
-    let listener = TcpListener::bind(&addr).await.unwrap();
-    eprintln!("serving on http://{addr}");
-    axum::serve(listener, app.router.clone()).await.unwrap();
-}

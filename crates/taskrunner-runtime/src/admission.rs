@@ -3,12 +3,12 @@
 //! pack's queue — and storing it `Pending` with its declared artifacts. Also where secret
 //! values come from for a stored plan.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use taskrunner_engine::{Journal, LogEntry, Run, RunInfo, RunStatus, Secrets};
 use taskrunner_exec::ExecutorRegistry;
-use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest, Step, StepKind};
-use taskrunner_plan::{Plan, PlanError};
+use taskrunner_plan::{Diagnostic, Diagnostics, Plan, PlanError, PlanStep, PlanStepKind};
 use taskrunner_store::{ArtifactRecord, NewRun, StoreError};
 
 use crate::api::{CreateRun, SECRET_BYTES_MIN, check_run_id, check_tenant, codes};
@@ -24,12 +24,16 @@ impl Shared {
         if let Some(id) = &request.run_id {
             check_run_id(id)?;
         }
-        let manifest = taskrunner_manifest::parse(&request.manifest)
-            .map_err(|d| RuntimeError::Plan(PlanError(d)))?;
-        let plan = taskrunner_plan::plan(&manifest, &request.inputs).map_err(RuntimeError::Plan)?;
+        let plan = taskrunner_plan::plan_yaml(&request.manifest, &request.inputs)
+            .map_err(RuntimeError::Plan)?;
         let mut problems = Diagnostics::default();
-        check_executors(&self.executors, &manifest, &mut problems);
-        let secrets = self.resolve_secrets(&manifest, &mut problems);
+        check_executors(&self.executors, &plan, &mut problems);
+        // Secret values are never kept around: the driver resolves them again.
+        for secret in self.resolve_secrets(&plan).unavailable {
+            if let Some(problem) = secret.diagnostic() {
+                problems.push(problem);
+            }
+        }
         if !problems.is_empty() {
             return Err(RuntimeError::Plan(PlanError(problems)));
         }
@@ -107,130 +111,178 @@ impl Shared {
             Err(StoreError::RunExists) => return Err(RuntimeError::RunExists(run_id)),
             Err(e) => return Err(e.into()),
         }
-        let _ = secrets; // resolved again by the actor: secret values are never kept around
         let journal = Journal::new(plan.hash());
         Ok((Run::new(plan, info, now), journal))
     }
 
-    fn resolve_secrets(&self, manifest: &Manifest, problems: &mut Diagnostics) -> Secrets {
-        let mut secrets = Secrets::new();
-        for (i, def) in manifest.secrets().iter().enumerate() {
+    /// The one secret resolver: the values of the secrets `plan` names, from the provider
+    /// (never stored), and the ones this host cannot supply. A value shorter than
+    /// [`SECRET_BYTES_MIN`] could not be masked safely and counts as not supplied.
+    pub(crate) fn resolve_secrets(&self, plan: &Plan) -> ResolvedSecrets {
+        let mut resolved = ResolvedSecrets {
+            secrets: Secrets::new(),
+            values: Vec::new(),
+            unavailable: Vec::new(),
+        };
+        for (index, def) in plan.secrets().iter().enumerate() {
+            let unavailable = |too_short| UnavailableSecret {
+                index,
+                name: def.name.clone(),
+                required: def.required,
+                too_short,
+            };
             match self.secrets.secret(&def.name) {
-                Some(value) if value.len() < SECRET_BYTES_MIN => problems.push(Diagnostic {
-                    code: codes::SECRET_TOO_SHORT,
-                    path: format!("spec.secrets[{i}].name"),
-                    message: format!(
-                        "secret '{}' is shorter than {SECRET_BYTES_MIN} bytes and could not be masked safely",
-                        def.name
-                    ),
-                    line: None,
-                    column: None,
-                }),
-                Some(value) => secrets.insert(def.name.clone(), value),
-                None if def.required => problems.push(Diagnostic {
-                    code: codes::MISSING_SECRET,
-                    path: format!("spec.secrets[{i}].name"),
-                    message: format!("required secret '{}' is not available on this host", def.name),
-                    line: None,
-                    column: None,
-                }),
-                None => {}
+                Some(value) if value.len() < SECRET_BYTES_MIN => {
+                    resolved.unavailable.push(unavailable(true));
+                }
+                Some(value) => {
+                    resolved.secrets.insert(def.name.clone(), value.clone());
+                    resolved.values.push(value);
+                }
+                None => resolved.unavailable.push(unavailable(false)),
             }
         }
-        secrets
-    }
-
-    /// Required secrets of `plan` that this host cannot supply (now, or shorter than
-    /// [`SECRET_BYTES_MIN`]).
-    pub(crate) fn unavailable_secrets(&self, plan: &Plan) -> Vec<String> {
-        plan.secrets()
-            .iter()
-            .filter(|s| s.required)
-            .filter(|s| {
-                self.secrets
-                    .secret(&s.name)
-                    .is_none_or(|v| v.len() < SECRET_BYTES_MIN)
-            })
-            .map(|s| s.name.clone())
-            .collect()
-    }
-
-    /// The secret values a plan names, from the provider (never stored).
-    pub(crate) fn secret_values(&self, plan: &Plan) -> (Secrets, Vec<String>) {
-        let mut secrets = Secrets::new();
-        let mut values = Vec::new();
-        for s in plan.secrets() {
-            if let Some(value) = self.secrets.secret(&s.name)
-                && value.len() >= SECRET_BYTES_MIN
-            {
-                secrets.insert(s.name.clone(), value.clone());
-                values.push(value);
-            }
-        }
-        (secrets, values)
+        resolved
     }
 }
 
-/// Every `uses` of the manifest must name an executor of this host (`TR-R0001`).
-fn check_executors(registry: &ExecutorRegistry, manifest: &Manifest, problems: &mut Diagnostics) {
-    fn walk(steps: &[Step], path: &str, registry: &ExecutorRegistry, problems: &mut Diagnostics) {
-        for (i, step) in steps.iter().enumerate() {
-            visit(step, &format!("{path}[{i}]"), registry, problems);
-        }
+/// What [`Shared::resolve_secrets`] found.
+pub(crate) struct ResolvedSecrets {
+    /// The values by name, for masking and for expressions.
+    pub(crate) secrets: Secrets,
+    /// The same values, for executors to mask output lines with.
+    pub(crate) values: Vec<String>,
+    /// The secrets the plan names that this host cannot supply, in declared order.
+    pub(crate) unavailable: Vec<UnavailableSecret>,
+}
+
+/// A secret the plan names that this host cannot supply.
+pub(crate) struct UnavailableSecret {
+    /// Its place in `spec.secrets`.
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    /// The pack needs it (an optional secret may be absent, never too short).
+    pub(crate) required: bool,
+    /// The host has a value, shorter than [`SECRET_BYTES_MIN`].
+    pub(crate) too_short: bool,
+}
+
+impl UnavailableSecret {
+    /// Why a run cannot be created without it (`TR-R0003`, `TR-R0002`); `None` for an
+    /// optional secret the host does not have.
+    fn diagnostic(&self) -> Option<Diagnostic> {
+        let path = format!("spec.secrets[{}].name", self.index);
+        let (code, message) = if self.too_short {
+            (
+                codes::SECRET_TOO_SHORT,
+                format!(
+                    "secret '{}' is shorter than {SECRET_BYTES_MIN} bytes and could not be masked safely",
+                    self.name
+                ),
+            )
+        } else if self.required {
+            (
+                codes::MISSING_SECRET,
+                format!(
+                    "required secret '{}' is not available on this host",
+                    self.name
+                ),
+            )
+        } else {
+            return None;
+        };
+        Some(Diagnostic {
+            code,
+            path,
+            message,
+            line: None,
+            column: None,
+        })
     }
-    fn visit(step: &Step, at: &str, registry: &ExecutorRegistry, problems: &mut Diagnostics) {
-        match &step.kind {
-            StepKind::Run(run) => {
-                if !registry.contains(&run.uses) {
-                    let known: Vec<&str> = registry.names().collect();
-                    problems.push(Diagnostic {
-                        code: codes::UNKNOWN_EXECUTOR,
-                        path: format!("{at}.run.uses"),
-                        message: format!(
-                            "executor '{}' is not available on this host, expected one of: {}",
-                            run.uses,
-                            known.join(", ")
-                        ),
-                        line: None,
-                        column: None,
-                    });
-                }
+}
+
+/// Every `uses` of the plan must name an executor of this host (`TR-R0001`), reported once
+/// per manifest step at its manifest path. The plan tree is walked with the manifest's shape:
+/// an expanded map or loop repeats its body per iteration (one report), a conditional lists
+/// every branch's steps and then `else`'s, a policy gate its `onFailure` steps. A body expanded
+/// to no iteration at all is not in the plan and needs no executor: it can never run.
+fn check_executors(registry: &ExecutorRegistry, plan: &Plan, problems: &mut Diagnostics) {
+    let mut reported = BTreeSet::new();
+    let mut check = |step: &PlanStep, at: &str| {
+        if let PlanStepKind::Run { uses, .. } = &step.kind
+            && !registry.contains(uses)
+            && reported.insert(at.to_owned())
+        {
+            let known: Vec<&str> = registry.names().collect();
+            problems.push(Diagnostic {
+                code: codes::UNKNOWN_EXECUTOR,
+                path: format!("{at}.run.uses"),
+                message: format!(
+                    "executor '{uses}' is not available on this host, expected one of: {}",
+                    known.join(", ")
+                ),
+                line: None,
+                column: None,
+            });
+        }
+    };
+    for (i, step) in plan.steps().iter().enumerate() {
+        walk(step, &format!("spec.steps[{i}]"), &mut check);
+    }
+}
+
+/// Visits `step` (at manifest path `at`) and its children, depth-first in manifest order.
+fn walk(step: &PlanStep, at: &str, visit: &mut impl FnMut(&PlanStep, &str)) {
+    visit(step, at);
+    let children = &step.children;
+    match &step.kind {
+        PlanStepKind::GatePolicy { .. } => {
+            for (i, child) in children.iter().enumerate() {
+                walk(child, &format!("{at}.gate.policy.onFailure[{i}]"), visit);
             }
-            StepKind::GateApproval(_) => {}
-            StepKind::GatePolicy(gate) => {
-                walk(
-                    &gate.on_failure,
-                    &format!("{at}.gate.policy.onFailure"),
-                    registry,
-                    problems,
-                );
+        }
+        PlanStepKind::Parallel { .. } => {
+            for (i, child) in children.iter().enumerate() {
+                walk(child, &format!("{at}.parallel.steps[{i}]"), visit);
             }
-            StepKind::Parallel(p) => walk(
-                &p.steps,
-                &format!("{at}.parallel.steps"),
-                registry,
-                problems,
-            ),
-            // `map.step` is one step, not a list.
-            StepKind::Map(m) => visit(&m.step, &format!("{at}.map.step"), registry, problems),
-            StepKind::Loop(l) => walk(&l.steps, &format!("{at}.loop.steps"), registry, problems),
-            StepKind::Conditional(c) => {
-                for (b, branch) in c.branches.iter().enumerate() {
+        }
+        // `map.step` is one step, not a list.
+        PlanStepKind::Map { .. } => {
+            for child in children {
+                walk(child, &format!("{at}.map.step"), visit);
+            }
+        }
+        PlanStepKind::Loop { body_len, .. } => {
+            for (i, child) in children.iter().enumerate() {
+                let j = i % (*body_len).max(1);
+                walk(child, &format!("{at}.loop.steps[{j}]"), visit);
+            }
+        }
+        PlanStepKind::Conditional {
+            branches,
+            else_step_count,
+            ..
+        } => {
+            let mut rest = children.iter();
+            for (b, branch) in branches.iter().enumerate() {
+                for (j, child) in rest.by_ref().take(branch.step_count).enumerate() {
                     walk(
-                        &branch.steps,
-                        &format!("{at}.conditional.branches[{b}].steps"),
-                        registry,
-                        problems,
+                        child,
+                        &format!("{at}.conditional.branches[{b}].steps[{j}]"),
+                        visit,
                     );
                 }
-                walk(
-                    &c.else_steps,
-                    &format!("{at}.conditional.else"),
-                    registry,
-                    problems,
-                );
+            }
+            for (j, child) in rest.take(*else_step_count).enumerate() {
+                walk(child, &format!("{at}.conditional.else[{j}]"), visit);
+            }
+        }
+        // Run steps and approval gates have no children; a kind added later is visited with
+        // its parent's path rather than skipped.
+        _ => {
+            for child in children {
+                walk(child, at, visit);
             }
         }
     }
-    walk(manifest.steps(), "spec.steps", registry, problems);
 }

@@ -111,35 +111,22 @@ impl RunSnapshot {
     }
 }
 
-/// SPEC §8 rule 26: `^[a-z0-9][a-z0-9._-]{0,62}$`.
+/// A tenant id as SPEC §8 rule 26 defines it (`^[a-z0-9][a-z0-9._-]{0,62}$`); the rule is the
+/// store's ([`taskrunner_store::validate::tenant`]), refused here as `BadRequest`.
 pub fn check_tenant(tenant: &str) -> Result<(), RuntimeError> {
-    let ok = !tenant.is_empty()
-        && tenant.len() <= 63
-        && tenant.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(RuntimeError::BadRequest(format!(
-            "tenant '{tenant}' must match ^[a-z0-9][a-z0-9._-]{{0,62}}$"
-        )))
-    }
+    taskrunner_store::validate::tenant(tenant).map_err(bad_request)
 }
 
-/// SPEC §8 rule 26: `^[a-zA-Z0-9_-]{1,128}$`.
+/// A run id as SPEC §8 rule 26 defines it (`^[a-zA-Z0-9_-]{1,128}$`); the rule is the store's
+/// ([`taskrunner_store::validate::run_id`]), refused here as `BadRequest`.
 pub fn check_run_id(run_id: &str) -> Result<(), RuntimeError> {
-    let ok = !run_id.is_empty()
-        && run_id.len() <= 128
-        && run_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(RuntimeError::BadRequest(format!(
-            "runId '{run_id}' must match ^[a-zA-Z0-9_-]{{1,128}}$"
-        )))
+    taskrunner_store::validate::run_id(run_id).map_err(bad_request)
+}
+
+/// A store validator's refusal as a bad request (its message names the field and the rule).
+fn bad_request(e: taskrunner_store::StoreError) -> RuntimeError {
+    match e {
+        taskrunner_store::StoreError::Invalid(why) => RuntimeError::BadRequest(why),
+        other => RuntimeError::BadRequest(other.to_string()),
     }
 }

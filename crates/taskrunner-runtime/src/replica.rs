@@ -551,7 +551,7 @@ impl Runtime {
         journal: &mut Journal,
         event: Event,
     ) -> Result<(), RuntimeError> {
-        let (secrets, _) = self.shared.secret_values(run.plan());
+        let secrets = self.shared.resolve_secrets(run.plan()).secrets;
         let last = run.state().updated_at;
         let at = Timestamp(self.shared.clock.now().millis().max(last.millis()));
         let commands = run.apply(at, &event, &secrets);

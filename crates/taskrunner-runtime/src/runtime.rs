@@ -493,6 +493,13 @@ impl Runtime {
                     message: e.to_string(),
                 }
             })?;
-        Ok(self.shared.unavailable_secrets(&plan))
+        Ok(self
+            .shared
+            .resolve_secrets(&plan)
+            .unavailable
+            .into_iter()
+            .filter(|s| s.required)
+            .map(|s| s.name)
+            .collect())
     }
 }

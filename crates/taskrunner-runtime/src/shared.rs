@@ -112,7 +112,7 @@ impl Shared {
             tenant: tenant.to_owned(),
         };
         let plan = Arc::new(plan);
-        let (secrets, _) = self.secret_values(&plan);
+        let secrets = self.resolve_secrets(&plan).secrets;
         let run = taskrunner_engine::replay(
             plan.clone(),
             info,

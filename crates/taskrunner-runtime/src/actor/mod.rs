@@ -103,7 +103,7 @@ pub(crate) fn spawn(
     })?;
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let (logs, _) = broadcast::channel(shared.config.log_broadcast_capacity.max(16));
-    let (secrets, secret_values) = shared.secret_values(run.plan());
+    let resolved = shared.resolve_secrets(run.plan());
     let snapshot = RunSnapshot {
         view: run.view(),
         running_attempts: 0,
@@ -135,8 +135,8 @@ pub(crate) fn spawn(
         writer,
         run,
         journal,
-        secrets,
-        secret_values,
+        secrets: resolved.secrets,
+        secret_values: resolved.values,
         workspace,
         tx,
         logs,

@@ -7,6 +7,7 @@
 //! several replicas on one store — run leases (claim, renew, fenced writes, release). Knows no HTTP, no
 //! config files, no signals (those are `bins/`).
 
+mod artifact_secrets;
 mod error;
 mod ports;
 mod render;

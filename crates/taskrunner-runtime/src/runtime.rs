@@ -57,7 +57,7 @@ pub mod codes {
 }
 
 /// Shortest secret value accepted (SPEC §8 rule 19).
-pub const SECRET_BYTES_MIN: usize = 4;
+pub const SECRET_BYTES_MIN: usize = taskrunner_engine::SECRET_BYTES_MIN;
 /// Most run states of runs out of memory kept by `get_run` (the cache starts over when full).
 const VIEW_CACHE_MAX: usize = 4096;
 /// Capacity of a run's mailbox.
@@ -1124,7 +1124,7 @@ impl Runtime {
             _ => None,
         }) {
             let workspace = self.workspace_of(&info);
-            let failures = capture_outputs(self, &info, &workspace, None, outputs).await;
+            let failures = capture_outputs(self, &info, &workspace, None, outputs, &secrets).await;
             splice_before_end(&mut logs, failures);
         }
         let transition = Transition {
@@ -1962,6 +1962,7 @@ impl Actor {
                 &self.workspace,
                 self.lease.as_ref(),
                 outputs,
+                &self.secrets,
             )
             .await;
             splice_before_end(&mut logs, failures);
@@ -2138,6 +2139,7 @@ async fn capture_outputs(
     workspace: &Path,
     lease: Option<&Lease>,
     outputs: Vec<OutputResult>,
+    secrets: &Secrets,
 ) -> Vec<NewLog> {
     let stores = runtime.inner.stores.clone();
     let now = runtime.inner.clock.now();
@@ -2163,9 +2165,11 @@ async fn capture_outputs(
             },
             OutputResult::File { name, path, error } => {
                 let captured = match (path, error) {
-                    (Some(path), None) => capture_file(&stores, info, workspace, &name, &path)
-                        .await
-                        .map(|r| (path, r)),
+                    (Some(path), None) => {
+                        capture_file(&stores, info, workspace, &name, &path, secrets)
+                            .await
+                            .map(|r| (path, r))
+                    }
                     (path, error) => Err((path, error.unwrap_or_else(|| "no path".into()))),
                 };
                 match captured {
@@ -2224,6 +2228,7 @@ async fn capture_file(
     workspace: &Path,
     name: &str,
     path: &str,
+    secrets: &Secrets,
 ) -> Result<(String, String, u64), (Option<String>, String)> {
     let fail = |why: String| (Some(path.to_owned()), why);
     let relative = Path::new(path);
@@ -2246,6 +2251,10 @@ async fn capture_file(
     if !full.is_file() {
         return Err(fail("not a regular file".into()));
     }
+    // A file holding a secret is refused, never copied into the data directory (rule 19).
+    crate::artifact_secrets::refuse_if_secret(secrets.masker(), &full)
+        .await
+        .map_err(fail)?;
     let blob = stores
         .artifacts
         .put_file(&info.tenant, &info.run_id, name, BlobSource::File(full))

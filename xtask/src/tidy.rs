@@ -17,6 +17,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+const SECRETS: &str = "taskrunner-secrets";
 const EXPR: &str = "taskrunner-expr";
 const MANIFEST: &str = "taskrunner-manifest";
 const PLAN: &str = "taskrunner-plan";
@@ -32,34 +33,39 @@ const AUTH: &str = "taskrunner-auth";
 const TESTKIT: &str = "taskrunner-testkit";
 
 /// The pure crates (L0–L3): no I/O, clock, threads or `HashMap`.
-pub const PURE_CRATES: &[&str] = &[EXPR, MANIFEST, PLAN, ENGINE];
+pub const PURE_CRATES: &[&str] = &[SECRETS, EXPR, MANIFEST, PLAN, ENGINE];
 
 /// For each workspace library crate, the workspace crates it may use as normal (and build)
 /// dependencies. Dev-dependencies may additionally use `taskrunner-testkit`. Packages under
 /// `bins/` may use every library except the testkit; `xtask` uses none (it shells out).
 /// A crate missing from this table fails the check: add it here when you create it.
 pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
+    // The one masker: a leaf every crate that masks may use.
+    (SECRETS, &[]),
     (EXPR, &[]),
     (MANIFEST, &[EXPR]),
     (PLAN, &[EXPR, MANIFEST]),
     // The engine never sees a Manifest, only a Plan.
-    (ENGINE, &[EXPR, PLAN]),
+    (ENGINE, &[EXPR, PLAN, SECRETS]),
     (STORE, &[EXPR, MANIFEST, PLAN, ENGINE]),
     (STORE_SQLITE, &[EXPR, MANIFEST, PLAN, ENGINE, STORE]),
     (STORE_POSTGRES, &[EXPR, MANIFEST, PLAN, ENGINE, STORE]),
-    (EXEC, &[EXPR, MANIFEST, PLAN, ENGINE]),
+    (EXEC, &[EXPR, MANIFEST, PLAN, ENGINE, SECRETS]),
     // `builtin:http`: outbound HTTP behind the executor port; kept apart so the HTTP client
     // stays out of everything but the binary.
-    (EXEC_HTTP, &[EXEC]),
+    (EXEC_HTTP, &[EXEC, SECRETS]),
     // The runtime drives ports (store traits, executors); bins pick the storage adapters.
     // Admission works from the `Plan`: the runtime never sees a Manifest.
-    (RUNTIME, &[EXPR, PLAN, ENGINE, STORE, EXEC]),
+    (RUNTIME, &[EXPR, PLAN, ENGINE, STORE, EXEC, SECRETS]),
     // Authentication knows nothing of runs: it maps credentials to scopes.
     (AUTH, &[]),
-    (HTTP, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, RUNTIME, AUTH]),
+    (
+        HTTP,
+        &[EXPR, MANIFEST, PLAN, ENGINE, STORE, RUNTIME, AUTH, SECRETS],
+    ),
     (
         TESTKIT,
-        &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC, RUNTIME],
+        &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC, RUNTIME, SECRETS],
     ),
 ];
 

@@ -21,7 +21,7 @@ pub mod codes {
 }
 
 /// Shortest secret value accepted (SPEC §8 rule 19).
-pub const SECRET_BYTES_MIN: usize = 4;
+pub const SECRET_BYTES_MIN: usize = taskrunner_engine::SECRET_BYTES_MIN;
 
 /// Runtime settings.
 #[derive(Debug, Clone)]

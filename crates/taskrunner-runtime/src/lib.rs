@@ -10,6 +10,7 @@
 mod actor;
 mod admission;
 mod api;
+mod artifact_secrets;
 mod decision;
 mod error;
 mod output;

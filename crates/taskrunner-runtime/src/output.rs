@@ -6,7 +6,7 @@ use std::path::{Component, Path};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use taskrunner_engine::OutputResult;
+use taskrunner_engine::{OutputResult, Secrets};
 use taskrunner_exec::{OutputLine, OutputStream};
 use taskrunner_store::{ArtifactRecord, BlobSource, LogRecord, NewLog, Store};
 use tokio::sync::{broadcast, mpsc};
@@ -27,6 +27,7 @@ pub(crate) async fn capture_outputs(
     run_id: &str,
     workspace: &Path,
     outputs: Vec<OutputResult>,
+    secrets: &Secrets,
 ) -> Vec<NewLog> {
     let stores = &shared.stores;
     let now = shared.clock.now();
@@ -53,7 +54,7 @@ pub(crate) async fn capture_outputs(
             OutputResult::File { name, path, error } => {
                 let captured = match (path, error) {
                     (Some(path), None) => {
-                        capture_file(stores, tenant, run_id, workspace, &name, &path)
+                        capture_file(stores, tenant, run_id, workspace, &name, &path, secrets)
                             .await
                             .map(|r| (path, r))
                     }
@@ -107,6 +108,7 @@ async fn capture_file(
     workspace: &Path,
     name: &str,
     path: &str,
+    secrets: &Secrets,
 ) -> Result<(String, String, u64), (Option<String>, String)> {
     let fail = |why: String| (Some(path.to_owned()), why);
     let relative = Path::new(path);
@@ -129,6 +131,10 @@ async fn capture_file(
     if !full.is_file() {
         return Err(fail("not a regular file".into()));
     }
+    // A file holding a secret is refused, never copied into the data directory (rule 19).
+    crate::artifact_secrets::refuse_if_secret(secrets.masker(), &full)
+        .await
+        .map_err(fail)?;
     let blob = stores
         .artifacts
         .put_file(tenant, run_id, name, BlobSource::File(full))

@@ -20,6 +20,7 @@ mod render;
 mod replica;
 mod runtime;
 mod shared;
+mod views;
 mod writer;
 
 pub use api::{
@@ -33,3 +34,4 @@ pub use ports::{
 pub use render::log_entry_json;
 pub use replica::{CLAIM_EVERY_MAX, MAX_DRIVERS_MAX, RENEW_EVERY_MAX, ReplicaConfig};
 pub use runtime::Runtime;
+pub use views::{Artifact, ArtifactKind, ArtifactStatus, RunPage, RunSummary};

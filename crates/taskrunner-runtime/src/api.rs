@@ -18,6 +18,13 @@ pub mod codes {
     pub const MISSING_SECRET: &str = "TR-R0002";
     /// A secret value is shorter than 4 bytes (it could not be masked safely).
     pub const SECRET_TOO_SHORT: &str = "TR-R0003";
+
+    /// Every code with a one-line summary; each has a page `docs/errors/<code>.md`.
+    pub const ALL: &[(&str, &str)] = &[
+        (UNKNOWN_EXECUTOR, "executor not available on this host"),
+        (MISSING_SECRET, "required secret not available on this host"),
+        (SECRET_TOO_SHORT, "secret value too short to mask"),
+    ];
 }
 
 /// Shortest secret value accepted (SPEC §8 rule 19).

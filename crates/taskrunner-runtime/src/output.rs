@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::ports::Clock;
 use crate::shared::Shared;
+use crate::views::{ArtifactKind, ArtifactStatus};
 use crate::writer::RunWriter;
 
 /// Output lines written to the store in one append at most.
@@ -36,18 +37,18 @@ pub(crate) async fn capture_outputs(
         let record = match output {
             OutputResult::Object { name, value, error } => match (value, error) {
                 (Some(value), _) => ArtifactRecord {
-                    status: "captured".into(),
+                    status: ArtifactStatus::Captured.as_str().into(),
                     captured_at_ms: Some(now.millis()),
                     expression_json: Some(taskrunner_plan::jcs::to_canonical(&value)),
-                    ..artifact(&name, "object")
+                    ..artifact(&name, ArtifactKind::Object)
                 },
                 (None, error) => {
                     let notes = error.unwrap_or_else(|| "the expression produced no value".into());
                     failures.push((name.clone(), notes.clone()));
                     ArtifactRecord {
-                        status: "failed".into(),
+                        status: ArtifactStatus::Failed.as_str().into(),
                         notes: Some(notes),
-                        ..artifact(&name, "object")
+                        ..artifact(&name, ArtifactKind::Object)
                     }
                 }
             },
@@ -64,19 +65,19 @@ pub(crate) async fn capture_outputs(
                     Ok((path, (stored_path, sha256, size))) => ArtifactRecord {
                         source_path: Some(path),
                         stored_path: Some(stored_path),
-                        status: "captured".into(),
+                        status: ArtifactStatus::Captured.as_str().into(),
                         captured_at_ms: Some(now.millis()),
                         sha256: Some(sha256),
                         size_bytes: Some(size),
-                        ..artifact(&name, "file")
+                        ..artifact(&name, ArtifactKind::File)
                     },
                     Err((path, notes)) => {
                         failures.push((name.clone(), notes.clone()));
                         ArtifactRecord {
                             source_path: path,
-                            status: "failed".into(),
+                            status: ArtifactStatus::Failed.as_str().into(),
                             notes: Some(notes),
-                            ..artifact(&name, "file")
+                            ..artifact(&name, ArtifactKind::File)
                         }
                     }
                 }
@@ -216,13 +217,13 @@ pub(crate) async fn forward_output(
 }
 
 /// A declared artifact, not captured yet.
-pub(crate) fn artifact(name: &str, kind: &str) -> ArtifactRecord {
+pub(crate) fn artifact(name: &str, kind: ArtifactKind) -> ArtifactRecord {
     ArtifactRecord {
         name: name.to_owned(),
-        kind: kind.to_owned(),
+        kind: kind.as_str().to_owned(),
         source_path: None,
         stored_path: None,
-        status: "pending".into(),
+        status: ArtifactStatus::Pending.as_str().into(),
         notes: None,
         captured_at_ms: None,
         expression_json: None,

@@ -9,6 +9,8 @@
 //! `// tidy: allow(<api>) <reason>` (for example `// tidy: allow(HashMap) never iterated`)
 //! is exempt from that one API. The reason is mandatory.
 
+pub mod paths;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -918,6 +920,10 @@ pub fn run_all(root: &Path) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> 
             check_banned_apis_in(root)?.violations,
         ),
         ("crate hygiene", check_hygiene_in(root)?),
+        (
+            "paths outside the repository",
+            paths::check_outside_paths_in(root)?.violations,
+        ),
     ])
 }
 

@@ -129,6 +129,14 @@ pub const BANNED_APIS: &[(&str, &str)] = &[
         "HashSet",
         "iteration order is not deterministic; use BTreeSet or IndexSet",
     ),
+    (
+        "thread_local",
+        "a per-thread side channel hides an input; pass it as a parameter or a DeserializeSeed",
+    ),
+    (
+        "RefCell",
+        "interior mutability is a side channel in a pure function; return values instead",
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1327,6 +1335,25 @@ mod tests {
             let source = format!("fn f() {{\n    let _ = {api}::whatever;\n}}\n");
             assert_one_violation(&hits(&source), &[&format!("f.rs:2: banned API {api} ")]);
         }
+    }
+
+    #[test]
+    fn api_side_channels_fail() {
+        // The shape the YAML reader used before it took its source as a parameter.
+        let source = "use std::cell::RefCell;\n\
+                      thread_local! {\n    \
+                      static SOURCE: RefCell<Option<String>> = const { RefCell::new(None) };\n}\n";
+        let found = hits(source);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found[0].starts_with("f.rs:1: banned API RefCell"));
+        assert!(found[1].starts_with("f.rs:2: banned API thread_local"));
+        assert!(found[1].contains("side channel"));
+        assert!(found[2].starts_with("f.rs:3: banned API RefCell"));
+        // Look-alikes pass.
+        assert_eq!(
+            hits("let c = MyRefCell::new(); let t = thread_local_count;\n"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -140,9 +140,6 @@ pub fn check_run_id(run_id: &str) -> Result<(), RuntimeError> {
 }
 
 /// A store validator's refusal as a bad request (its message names the field and the rule).
-fn bad_request(e: taskrunner_store::StoreError) -> RuntimeError {
-    match e {
-        taskrunner_store::StoreError::Invalid(why) => RuntimeError::BadRequest(why),
-        other => RuntimeError::BadRequest(other.to_string()),
-    }
+fn bad_request(e: taskrunner_store::validate::InvalidId) -> RuntimeError {
+    RuntimeError::BadRequest(e.to_string())
 }

@@ -243,7 +243,7 @@ async fn apply_batch(pool: &Pool, ops: &[Op]) -> Result<Vec<Outcome>, BatchError
     let mut client = pool
         .get()
         .await
-        .map_err(|e| BatchError::Fatal(StoreError::Backend(format!("postgres pool: {e}"))))?;
+        .map_err(|e| BatchError::Fatal(crate::rows::pool_error(e)))?;
     let tx = client.transaction().await.map_err(batch_error)?;
     let mut keys = Vec::new();
     ops.iter().for_each(|op| op.keys(&mut keys));

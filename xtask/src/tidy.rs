@@ -52,7 +52,8 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     // stays out of everything but the binary.
     (EXEC_HTTP, &[EXEC]),
     // The runtime drives ports (store traits, executors); bins pick the storage adapters.
-    (RUNTIME, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC]),
+    // Admission works from the `Plan`: the runtime never sees a Manifest.
+    (RUNTIME, &[EXPR, PLAN, ENGINE, STORE, EXEC]),
     // Authentication knows nothing of runs: it maps credentials to scopes.
     (AUTH, &[]),
     (HTTP, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, RUNTIME, AUTH]),

@@ -28,6 +28,8 @@ pub use simulate::{
     BranchInfo, ConditionalInfo, FailurePolicyDto, LoopInfo, PolicyInfo, SimulationOutput,
     SimulationResponse, SimulationStep, simulate,
 };
+/// What a [`PlanError`] holds, for callers that report their own problems the same way.
+pub use taskrunner_manifest::{Diagnostic, Diagnostics};
 pub use value::{PlanValue, TemplatePiece};
 
 impl Plan {

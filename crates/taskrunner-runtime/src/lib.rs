@@ -7,19 +7,29 @@
 //! several replicas on one store — run leases (claim, renew, fenced writes, release). Knows no HTTP, no
 //! config files, no signals (those are `bins/`).
 
+mod actor;
+mod admission;
+mod api;
+mod decision;
 mod error;
+mod output;
 mod ports;
+mod records;
+mod registry;
 mod render;
 mod replica;
 mod runtime;
+mod shared;
+mod writer;
 
+pub use api::{
+    CreateRun, DecisionOutcome, DecisionRequest, RunSnapshot, RuntimeConfig, SECRET_BYTES_MIN,
+    check_run_id, check_tenant, codes,
+};
 pub use error::RuntimeError;
 pub use ports::{
     ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, StaticSecrets, SystemClock,
 };
 pub use render::log_entry_json;
 pub use replica::{CLAIM_EVERY_MAX, MAX_DRIVERS_MAX, RENEW_EVERY_MAX, ReplicaConfig};
-pub use runtime::{
-    CreateRun, DecisionOutcome, DecisionRequest, RunSnapshot, Runtime, RuntimeConfig,
-    SECRET_BYTES_MIN, check_run_id, check_tenant, codes,
-};
+pub use runtime::Runtime;

@@ -1,11 +1,36 @@
-//! Replica settings (SPEC rule 29): how a runtime that shares its store with other processes
-//! claims, renews and gives up run leases. The loops that use them live with the runtime.
+//! The replica protocol (SPEC rule 29): how a runtime that shares its store with other
+//! processes claims runs (the claimer), renews and gives up their leases (the renewer, orphan
+//! hand-off), takes over a run just claimed, and journals decisions and cancellations for runs
+//! another replica drives. The settings ([`ReplicaConfig`]) live here too.
+//!
+//! A replica drives only the runs whose lease it holds: a claimer takes claimable runs (at
+//! least every second and on wake-ups), a renewer extends the leases every few seconds and
+//! stops at once any driver whose lease was lost, and every write of a driver is fenced with
+//! its lease (see [`crate::writer::RunWriter`]). A driver releases its run when it parks at a
+//! gate or ends (`Park`) and on graceful shutdown (`Handoff`). A decision or a cancellation for
+//! a run another replica drives is journaled here with optimistic concurrency (the store wakes
+//! the holder, which applies it and performs what follows).
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use taskrunner_store::{CLAIM_LIMIT_MAX, LEASE_TTL_MAX, check_owner};
+use futures::{FutureExt, StreamExt};
+use taskrunner_engine::{Command, Event, Journal, Run, RunInfo, RunStatus, Timestamp};
+use taskrunner_store::{
+    CLAIM_LIMIT_MAX, LEASE_TTL_MAX, Lease, LeaseStore, NewLog, Release, StoreError, Transition,
+    Wakeup, check_owner,
+};
 
+use crate::actor::Msg;
+use crate::api::{DecisionOutcome, DecisionRequest};
+use crate::decision::{check_grants, decision_error, decision_on_terminal};
 use crate::error::RuntimeError;
+use crate::output::{capture_outputs, splice_before_end};
+use crate::records::{to_entry, to_new_log};
+use crate::registry::ActorHandle;
+use crate::runtime::{Hydrated, Runtime};
+use crate::writer::RunWriter;
 
 /// Longest renewal interval (rule 29: a lease is renewed at least every 3 s).
 pub const RENEW_EVERY_MAX: Duration = Duration::from_secs(3);
@@ -35,6 +60,21 @@ pub struct ReplicaConfig {
 
 /// Largest `max_drivers`.
 pub const MAX_DRIVERS_MAX: usize = 100_000;
+
+/// Attempts to journal a decision or cancellation for a run another replica drives while that
+/// replica keeps appending (optimistic concurrency).
+pub(crate) const FOREIGN_TRIES: usize = 8;
+/// How long a decision waits for the replica holding a run at a gate to park it (then this
+/// replica drives the run), before journaling the decision for that replica instead.
+const PARK_WAIT: Duration = Duration::from_secs(2);
+/// Pause between looks while waiting for a run to be parked.
+const PARK_POLL: Duration = Duration::from_millis(10);
+
+/// A replica's lease port and settings.
+pub(crate) struct Replica {
+    pub(crate) leases: Arc<dyn LeaseStore>,
+    pub(crate) config: ReplicaConfig,
+}
 
 impl ReplicaConfig {
     /// The rule-29 defaults: 10 s leases renewed every 3 s, claims every second, 64 at a time.
@@ -103,6 +143,462 @@ impl ReplicaConfig {
                 self.max_drivers
             ));
         }
+        Ok(())
+    }
+}
+
+/// The replica protocol, run by the runtime when it is a replica.
+impl Runtime {
+    /// Replicas: takes claimable runs at least every `claim_every` and at once on wake-ups; a
+    /// wake-up for a run driven here makes its driver apply what another replica journaled.
+    pub(crate) async fn claim_loop(self) {
+        let Some(replica) = self.replica() else {
+            return;
+        };
+        let (leases, config) = (replica.leases.clone(), replica.config.clone());
+        let shutdown = self.shared.shutdown.clone();
+        let mut wakeups = leases.wakeups();
+        // Woken only because drivers ended: claim once a batch worth of room is free, so a
+        // stream of short runs does not turn into one claim query per run.
+        let refill = config.claim_batch.min((config.max_drivers / 4).max(1));
+        let mut drivers_ended_only = false;
+        loop {
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let room = config.max_drivers.saturating_sub(self.drivers());
+                let limit = config.claim_batch.min(room);
+                if limit == 0 || (drivers_ended_only && room < refill) {
+                    break;
+                }
+                let claimed = match leases.claim(&config.owner, limit, config.lease_ttl).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica: claiming runs failed");
+                        break;
+                    }
+                };
+                let full = claimed.len() >= limit;
+                for lease in claimed {
+                    if let Err(e) = self.adopt(lease).await {
+                        tracing::error!(error = %e, "replica: a claimed run could not be loaded");
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            drivers_ended_only = false;
+            let woken = tokio::select! {
+                () = tokio::time::sleep(config.claim_every) => None,
+                w = wakeups.next() => w,
+                () = self.registry.driver_ended() => {
+                    drivers_ended_only = true;
+                    None
+                }
+                () = shutdown.cancelled() => return,
+            };
+            if let Some(first) = woken {
+                self.wake_driver(&first);
+                // Coalesce a burst of wake-ups into one claim.
+                while let Some(Some(w)) = wakeups.next().now_or_never() {
+                    self.wake_driver(&w);
+                }
+            }
+        }
+    }
+
+    /// Runs driven here now.
+    fn drivers(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Tells the run's driver, if it is here, to apply what another replica journaled.
+    fn wake_driver(&self, wakeup: &Wakeup) {
+        if let Some(handle) = self.actor(&wakeup.tenant, &wakeup.run_id) {
+            // A full mailbox means a busy driver: its next commit meets the conflict anyway.
+            let _ = handle.tx.try_send(Msg::Sync);
+        }
+    }
+
+    /// Replicas: renews every lease each `renew_every`; a driver whose lease is missing from
+    /// the answer was taken over and is stopped at once. When renewing keeps failing for longer
+    /// than a lease lasts, every driver is stopped (another replica may take the runs over).
+    pub(crate) async fn renew_loop(self) {
+        let Some(replica) = self.replica() else {
+            return;
+        };
+        let (leases, config) = (replica.leases.clone(), replica.config.clone());
+        let shutdown = self.shared.shutdown.clone();
+        let mut last_ok = Instant::now();
+        // Leases held in the store with no driver here, seen at the previous renewal.
+        let mut orphans: Vec<Lease> = Vec::new();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(config.renew_every) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let started = Instant::now();
+            let held = match leases.renew(&config.owner, config.lease_ttl).await {
+                Ok(held) => {
+                    last_ok = started;
+                    orphans = self.release_orphans(held.clone(), &orphans).await;
+                    Some(
+                        held.into_iter()
+                            .map(|l| ((l.tenant, l.run_id), l.fencing_token))
+                            .collect::<BTreeMap<_, _>>(),
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "replica: renewing leases failed");
+                    None
+                }
+            };
+            let expired = started.duration_since(last_ok) + config.renew_every >= config.lease_ttl;
+            let actors: Vec<((String, String), ActorHandle)> = self.registry.handles();
+            for (key, handle) in actors {
+                let Some(lease) = &handle.lease else { continue };
+                let lost = match &held {
+                    Some(held) => {
+                        handle.claimed_at < started && held.get(&key) != Some(&lease.fencing_token)
+                    }
+                    None => expired,
+                };
+                if lost {
+                    tracing::warn!(tenant = %key.0, run_id = %key.1, "replica: lease lost, driver stopped");
+                    metrics::counter!("taskrunner_leases_lost_total").increment(1);
+                    handle.stop.cancel();
+                }
+            }
+        }
+    }
+
+    /// Leases the store says this replica holds but no driver here uses (a driver that
+    /// stopped on an error without releasing): renewing them would keep their runs from every
+    /// replica. One still orphaned one renewal later (a claim being adopted is not) is handed
+    /// off, so the run is claimed and recovered. Returns the orphans seen now.
+    async fn release_orphans(&self, held: Vec<Lease>, before: &[Lease]) -> Vec<Lease> {
+        let Some(replica) = self.replica() else {
+            return Vec::new();
+        };
+        let mut now = Vec::new();
+        for lease in held {
+            let driven = self.actor(&lease.tenant, &lease.run_id).is_some_and(|h| {
+                h.lease.as_ref().map(|l| l.fencing_token) == Some(lease.fencing_token)
+            });
+            if driven {
+                continue;
+            }
+            let seen = before.iter().any(|b| {
+                b.tenant == lease.tenant
+                    && b.run_id == lease.run_id
+                    && b.fencing_token == lease.fencing_token
+            });
+            if seen {
+                tracing::warn!(run_id = %lease.run_id, "replica: a lease without a driver is handed off");
+                let _ = replica.leases.release(&lease, Release::Handoff).await;
+            } else {
+                now.push(lease);
+            }
+        }
+        now
+    }
+
+    /// Starts driving a run just claimed (a driver left over from an older lease of it here is
+    /// stopped first). A new run gets `Started`, any other `Recovered`: attempts its previous
+    /// holder was running are recorded as interrupted and retried (SPEC §6.2).
+    async fn adopt(&self, lease: Lease) -> Result<(), RuntimeError> {
+        let Some(replica) = self.replica() else {
+            return Ok(());
+        };
+        let _guard = self.registry.hydrate_lock().await;
+        if let Some(old) = self.actor(&lease.tenant, &lease.run_id) {
+            if old.lease.as_ref().map(|l| l.fencing_token) == Some(lease.fencing_token) {
+                // The same lease (renewed by our own `claim_run`): that driver carries on.
+                return Ok(());
+            }
+            old.stop.cancel();
+            self.registry
+                .remove(&(lease.tenant.clone(), lease.run_id.clone()), old.id);
+        }
+        let (run, journal) = match self.shared.load(&lease.tenant, &lease.run_id).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Parked: not claimed over and over; a decision or a due timer tries again.
+                let _ = replica.leases.release(&lease, Release::Park).await;
+                return Err(e);
+            }
+        };
+        if run.is_terminal() {
+            let _ = replica.leases.release(&lease, Release::Park).await;
+            return Ok(());
+        }
+        let first = if journal.next_seq() == 1 {
+            Event::Started
+        } else {
+            Event::Recovered
+        };
+        metrics::counter!("taskrunner_runs_claimed_total").increment(1);
+        let handle = self.spawn_actor(run, journal, Some(lease))?;
+        let _ = handle.tx.send(Msg::Event(first)).await;
+        Ok(())
+    }
+
+    /// Replicas: the run's driver, started here if this replica can claim the run (see
+    /// [`Runtime::hydrate`]).
+    pub(crate) async fn hydrate_replica(
+        &self,
+        replica: &Replica,
+        tenant: &str,
+        run_id: &str,
+        wait_for_park: bool,
+    ) -> Result<Hydrated, RuntimeError> {
+        let config = &replica.config;
+        let deadline = Instant::now() + PARK_WAIT;
+        loop {
+            {
+                let guard = self.registry.hydrate_lock_owned().await;
+                if let Some(handle) = self.actor(tenant, run_id) {
+                    return Ok(Hydrated::Active(handle, None));
+                }
+                let claimed = match replica
+                    .leases
+                    .claim_run(&config.owner, tenant, run_id, config.lease_ttl)
+                    .await
+                {
+                    Err(StoreError::NotFound) => {
+                        return Err(RuntimeError::NotFound(format!("run {run_id}")));
+                    }
+                    other => other?,
+                };
+                if let Some(lease) = claimed {
+                    let (run, journal) = match self.shared.load(tenant, run_id).await {
+                        Ok(loaded) => loaded,
+                        Err(e) => {
+                            let _ = replica.leases.release(&lease, Release::Park).await;
+                            return Err(e);
+                        }
+                    };
+                    if run.is_terminal() {
+                        let _ = replica.leases.release(&lease, Release::Park).await;
+                        return Ok(Hydrated::Terminal(Box::new(run)));
+                    }
+                    let handle = self.spawn_actor(run, journal, Some(lease))?;
+                    // Its last holder may have died with attempts running. The caller sends
+                    // its message before the lock is released: the driver cannot retire
+                    // in between.
+                    let _ = handle.tx.send(Msg::Event(Event::Recovered)).await;
+                    return Ok(Hydrated::Active(handle, Some(guard)));
+                }
+                let record = self
+                    .shared
+                    .stores
+                    .runs
+                    .get_run(tenant, run_id)
+                    .await?
+                    .ok_or_else(|| RuntimeError::NotFound(format!("run {run_id}")))?;
+                if !taskrunner_store::status::is_active(&record.status) {
+                    let (run, _) = self.shared.load(tenant, run_id).await?;
+                    return Ok(Hydrated::Terminal(Box::new(run)));
+                }
+                if !wait_for_park
+                    || record.status != RunStatus::AwaitingApproval.as_str()
+                    || Instant::now() >= deadline
+                {
+                    return Ok(Hydrated::Elsewhere);
+                }
+            }
+            tokio::time::sleep(PARK_POLL).await;
+        }
+    }
+
+    /// Replicas: claims a run just created and starts its driver (the caller holds the hydrate
+    /// lock, so our claimer cannot start a second driver for it in between). Not claimed (full,
+    /// taken by another replica first, or the claim failed): it is stored, so whoever holds or
+    /// next claims it drives it.
+    pub(crate) async fn drive_new_run(
+        &self,
+        replica: &Replica,
+        run: Run,
+        journal: Journal,
+    ) -> Result<(), RuntimeError> {
+        let config = &replica.config;
+        let (tenant, run_id) = (run.state().tenant.clone(), run.state().run_id.clone());
+        if self.actor(&tenant, &run_id).is_some() {
+            return Ok(()); // our claimer took it already
+        }
+        if self.drivers() >= config.max_drivers {
+            // Full: the run waits `Pending` until this or another replica has room.
+            return Ok(());
+        }
+        let lease = match replica
+            .leases
+            .claim_run(&config.owner, &tenant, &run_id, config.lease_ttl)
+            .await
+        {
+            Ok(Some(lease)) => lease,
+            // Another replica's claimer took it first (or the claim failed): it is
+            // stored, so whoever holds or next claims it drives it.
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "replica: claiming a new run failed");
+                return Ok(());
+            }
+        };
+        // A token above 1: the run was claimed (and maybe started and parked) by our claimer
+        // before this claim; drive it from what is stored, never from a fresh state.
+        if lease.fencing_token > 1 {
+            let (run, journal) = self.shared.load(&tenant, &run_id).await?;
+            let first = if journal.next_seq() == 1 {
+                Event::Started
+            } else {
+                Event::Recovered
+            };
+            let handle = self.spawn_actor(run, journal, Some(lease))?;
+            let _ = handle.tx.send(Msg::Event(first)).await;
+            return Ok(());
+        }
+        let handle = self.spawn_actor(run, journal, Some(lease))?;
+        let _ = handle.tx.send(Msg::Event(Event::Started)).await;
+        Ok(())
+    }
+
+    /// A decision on a run another replica drives: journaled here on top of the stored state
+    /// with optimistic concurrency (retried on a conflict); the store wakes the holder, which
+    /// applies it and starts what follows. Rule 16 checks and answers are the driver's.
+    pub(crate) async fn decide_elsewhere(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        approval_id: &str,
+        request: DecisionRequest,
+    ) -> Result<DecisionOutcome, RuntimeError> {
+        for _ in 0..FOREIGN_TRIES {
+            let (mut run, mut journal) = self.shared.load_existing(tenant, run_id).await?;
+            if run.is_terminal() {
+                return decision_on_terminal(&run, approval_id, &request);
+            }
+            let check = run.check_decision(
+                approval_id,
+                request.decision,
+                &request.actor,
+                &request.plan_hash,
+            );
+            check_grants(&run, approval_id, &check, request.caller_scopes.as_ref())?;
+            let check = check.map_err(decision_error)?;
+            let outcome = DecisionOutcome {
+                status: request.decision,
+                resumed: check.resume,
+            };
+            if check.already_applied {
+                return Ok(outcome);
+            }
+            let event = Event::ApprovalDecided {
+                approval_id: approval_id.to_owned(),
+                decision: request.decision,
+                actor: request.actor.clone(),
+                summary: request.summary.clone(),
+                plan_hash: request.plan_hash.clone(),
+            };
+            match self.commit_elsewhere(&mut run, &mut journal, event).await {
+                Ok(()) => return Ok(outcome),
+                Err(RuntimeError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RuntimeError::Internal(format!(
+            "run {run_id} kept changing while its decision was journaled"
+        )))
+    }
+
+    /// A cancellation of a run another replica drives (see [`Runtime::decide_elsewhere`]).
+    pub(crate) async fn cancel_elsewhere(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        actor: Option<String>,
+    ) -> Result<RunStatus, RuntimeError> {
+        for _ in 0..FOREIGN_TRIES {
+            let (mut run, mut journal) = self.shared.load_existing(tenant, run_id).await?;
+            match run.status() {
+                RunStatus::Cancelled => return Ok(RunStatus::Cancelled),
+                s if s.is_terminal() => {
+                    return Err(RuntimeError::RunTerminal(s.as_str().to_owned()));
+                }
+                _ => {}
+            }
+            let event = Event::CancelRequested {
+                actor: actor.clone(),
+            };
+            match self.commit_elsewhere(&mut run, &mut journal, event).await {
+                Ok(()) => return Ok(run.status()),
+                Err(RuntimeError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RuntimeError::Internal(format!(
+            "run {run_id} kept changing while its cancellation was journaled"
+        )))
+    }
+
+    /// Folds `event` into a run loaded from the store and commits it unfenced with the loaded
+    /// journal length expected (`Conflict` when the run moved on). Commands are left to the
+    /// holder, which the store wakes; outputs of a run this ends are captured here.
+    async fn commit_elsewhere(
+        &self,
+        run: &mut Run,
+        journal: &mut Journal,
+        event: Event,
+    ) -> Result<(), RuntimeError> {
+        let secrets = self.shared.resolve_secrets(run.plan()).secrets;
+        let last = run.state().updated_at;
+        let at = Timestamp(self.shared.clock.now().millis().max(last.millis()));
+        let commands = run.apply(at, &event, &secrets);
+        let record = journal.append(at, event.masked(&secrets));
+        let mut logs: Vec<NewLog> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Log(entry) => Some(to_new_log(entry)),
+                _ => None,
+            })
+            .collect();
+        let info = RunInfo {
+            run_id: run.state().run_id.clone(),
+            tenant: run.state().tenant.clone(),
+        };
+        // Unfenced: this replica does not hold the run's lease; the expected journal length
+        // guards the write instead.
+        let writer = RunWriter::plain(&self.shared.stores, &info.tenant, &info.run_id);
+        if let Some(outputs) = commands.iter().find_map(|c| match c {
+            Command::Finished { outputs, .. } => Some(outputs.clone()),
+            _ => None,
+        }) {
+            let workspace = self.shared.workspace_of(&info);
+            let failures = capture_outputs(
+                &self.shared,
+                &writer,
+                &info.tenant,
+                &info.run_id,
+                &workspace,
+                outputs,
+            )
+            .await;
+            splice_before_end(&mut logs, failures);
+        }
+        let transition = Transition {
+            tenant: info.tenant.clone(),
+            run_id: info.run_id.clone(),
+            expected_journal_len: record.seq - 1,
+            journal: vec![to_entry(&record)?],
+            logs,
+            status: Some(run.status().as_str().to_owned()),
+            updated_at_ms: at.millis(),
+            next_wake_at_ms: Some(run.next_wake().map(Timestamp::millis)),
+            snapshot: None,
+        };
+        writer.commit(transition).await?;
+        metrics::counter!("taskrunner_foreign_commits_total").increment(1);
         Ok(())
     }
 }

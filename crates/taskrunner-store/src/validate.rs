@@ -57,7 +57,7 @@ pub fn tenant(tenant: &str) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "tenant {tenant:?} is not a valid tenant id"
+            "tenant {tenant:?} must match ^[a-z0-9][a-z0-9._-]{{0,62}}$"
         )))
     }
 }
@@ -72,7 +72,9 @@ pub fn run_id(run_id: &str) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(format!("run id {run_id:?} is not a valid run id")))
+        Err(invalid(format!(
+            "run id {run_id:?} must match ^[a-zA-Z0-9_-]{{1,128}}$"
+        )))
     }
 }
 

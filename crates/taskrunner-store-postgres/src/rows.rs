@@ -220,7 +220,9 @@ mod tests {
 
     #[test]
     fn a_server_away_or_restarting_is_unavailable_a_broken_query_is_not() {
-        for code in ["08006", "08001", "57P01", "57P02", "57P03", "53300", "25006"] {
+        for code in [
+            "08006", "08001", "57P01", "57P02", "57P03", "53300", "25006",
+        ] {
             assert!(super::is_unavailable_state(code), "{code}");
         }
         for code in ["23505", "40001", "42P01", "XX000", "22P02"] {

@@ -196,7 +196,12 @@ pub(crate) async fn run(
             }
             Err(err) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %err, "store: batch failed");
+                if err.is_transient() {
+                    // Database away: the callers wait or refuse; no alarm per batch.
+                    tracing::debug!(error = %err, "store: batch failed");
+                } else {
+                    tracing::error!(error = %err, "store: batch failed");
+                }
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }

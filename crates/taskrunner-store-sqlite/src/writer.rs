@@ -289,7 +289,12 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Request>) -> Result<(), ()> {
             {
                 err = cause;
             }
-            tracing::error!(error = %err, "store: batch commit failed");
+            if err.is_transient() {
+                // Disk full: the callers wait or refuse; one line each, not an alarm per batch.
+                tracing::debug!(error = %err, "store: batch commit failed");
+            } else {
+                tracing::error!(error = %err, "store: batch commit failed");
+            }
             for d in done {
                 d.fail(&err);
             }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
 use taskrunner_exec::CommandExecutor;
+use taskrunner_runtime::MAX_DRIVERS_MAX;
 use toml::Spanned;
 
 /// Default of `data_dir`.
@@ -40,6 +41,7 @@ pub(crate) const ENV_AUTH: &str = "TASKRUNNER_AUTH";
 pub(crate) const ENV_BODY_LIMIT_BYTES: &str = "TASKRUNNER_BODY_LIMIT_BYTES";
 pub(crate) const ENV_HEADER_READ_TIMEOUT_SECONDS: &str = "TASKRUNNER_HEADER_READ_TIMEOUT_SECONDS";
 pub(crate) const ENV_SHUTDOWN_GRACE_SECONDS: &str = "TASKRUNNER_SHUTDOWN_GRACE_SECONDS";
+pub(crate) const ENV_MAX_DRIVERS: &str = "TASKRUNNER_MAX_DRIVERS";
 pub(crate) const ENV_SPEC_SIGNING_KEY_FILE: &str = "TASKRUNNER_SPEC_SIGNING_KEY_FILE";
 pub(crate) const ENV_JWT_ISSUER: &str = "TASKRUNNER_JWT_ISSUER";
 pub(crate) const ENV_JWT_AUDIENCE: &str = "TASKRUNNER_JWT_AUDIENCE";
@@ -60,6 +62,9 @@ pub(crate) const BODY_LIMIT_BYTES_DEFAULT: u64 = 2 * 1024 * 1024;
 pub(crate) const HEADER_READ_TIMEOUT_SECONDS_DEFAULT: u64 = 10;
 /// Default of `server.shutdown_grace_seconds`.
 pub(crate) const SHUTDOWN_GRACE_SECONDS_DEFAULT: u64 = 30;
+/// Default of `server.max_drivers` (the replica default, `ReplicaConfig::new`).
+pub(crate) const MAX_DRIVERS_DEFAULT: u64 = 256;
+
 /// Default of `server.jwt.leeway_seconds` (clock skew tolerated on `exp`/`nbf`).
 pub(crate) const JWT_LEEWAY_SECONDS_DEFAULT: u64 = 30;
 
@@ -132,6 +137,7 @@ struct ServerFile {
     header_read_timeout_seconds: Option<Spanned<u64>>,
     shutdown_grace_seconds: Option<Spanned<u64>>,
     spec_signing_key_file: Option<PathBuf>,
+    max_drivers: Option<Spanned<u64>>,
     #[serde(default)]
     jwt: JwtFile,
 }
@@ -204,6 +210,9 @@ pub(crate) struct DatabaseSettings {
     pub(crate) artifact_dir: PathBuf,
     /// Lease time-to-live in ms (renewed every third of it, at most every 3 s).
     pub(crate) lease_ttl_ms: u64,
+    /// `[server] max_drivers`: most runs this replica drives at once
+    /// (1..=[`MAX_DRIVERS_MAX`]; the rest wait `Pending` for a replica with room).
+    pub(crate) max_drivers: usize,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -212,6 +221,7 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("url", &"<redacted>")
             .field("artifact_dir", &self.artifact_dir)
             .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("max_drivers", &self.max_drivers)
             .finish()
     }
 }
@@ -346,11 +356,6 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
             None => LEASE_TTL_MS_DEFAULT,
         },
     };
-    let database = database_url.map(|url| DatabaseSettings {
-        url,
-        artifact_dir,
-        lease_ttl_ms,
-    });
 
     let default_tenant = match env_text(ENV_DEFAULT_TENANT)? {
         Some(t) => {
@@ -428,6 +433,29 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
         SHUTDOWN_GRACE_SECONDS_DEFAULT,
     )?;
     let spec_signing_key_file = path(ENV_SPEC_SIGNING_KEY_FILE, server_file.spec_signing_key_file);
+    let max_drivers = number(
+        ENV_MAX_DRIVERS,
+        server_file.max_drivers.clone(),
+        MAX_DRIVERS_DEFAULT,
+    )?;
+    let max_drivers = match usize::try_from(max_drivers) {
+        Ok(n) if n <= MAX_DRIVERS_MAX => n,
+        _ => {
+            let message = format!("max_drivers must be from 1 to {MAX_DRIVERS_MAX}");
+            return Err(
+                match (env_text(ENV_MAX_DRIVERS)?, server_file.max_drivers) {
+                    (None, Some(n)) => at(n.span(), message),
+                    _ => anyhow!("{ENV_MAX_DRIVERS}: {message}"),
+                },
+            );
+        }
+    };
+    let database = database_url.map(|url| DatabaseSettings {
+        url,
+        artifact_dir,
+        lease_ttl_ms,
+        max_drivers,
+    });
     let jwt_file = server_file.jwt;
     let issuer = env_text(ENV_JWT_ISSUER)?.or(jwt_file.issuer);
     let audience = env_text(ENV_JWT_AUDIENCE)?.or(jwt_file.audience);
@@ -625,6 +653,55 @@ mod tests {
         let wiring = crate::wiring::executors(&s, false).unwrap();
         assert!(wiring.registry.contains("builtin:shell"));
         assert!(wiring.registry.contains("builtin:http"));
+    }
+
+    #[test]
+    fn max_drivers_from_environment_and_file_checked() {
+        let flags = |path: &PathBuf| Flags {
+            config: Some(path.clone()),
+            database_url: Some("postgres://x@db/tr".into()),
+            ..Flags::default()
+        };
+        let url_only = Flags {
+            database_url: Some("postgres://x@db/tr".into()),
+            ..Flags::default()
+        };
+        let default = resolve(url_only, env_of(&[])).unwrap().database.unwrap();
+        assert_eq!(default.max_drivers, 256);
+        let path = file("drivers.toml", "[server]\nmax_drivers = 40\n");
+        let db = resolve(flags(&path), env_of(&[]))
+            .unwrap()
+            .database
+            .unwrap();
+        assert_eq!(db.max_drivers, 40);
+        let db = resolve(flags(&path), env_of(&[("TASKRUNNER_MAX_DRIVERS", "7")]))
+            .unwrap()
+            .database
+            .unwrap();
+        assert_eq!(db.max_drivers, 7, "the variable beats the file");
+        for bad in ["0", "-3", "many", "100001"] {
+            let env =
+                move |name: &str| (name == "TASKRUNNER_MAX_DRIVERS").then(|| OsString::from(bad));
+            let e = resolve(flags(&path), env).unwrap_err().to_string();
+            assert!(e.starts_with("TASKRUNNER_MAX_DRIVERS: "), "{bad}: {e}");
+        }
+        for (name, text, want) in [
+            (
+                "zero.toml",
+                "[server]\nmax_drivers = 0\n",
+                "expected a positive integer",
+            ),
+            (
+                "huge.toml",
+                "[server]\nmax_drivers = 100001\n",
+                "max_drivers must be from 1 to 100000",
+            ),
+        ] {
+            let path = file(name, text);
+            let e = resolve(flags(&path), env_of(&[])).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(e.contains("line 2"), "{e}");
+        }
     }
 
     #[test]

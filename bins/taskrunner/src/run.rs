@@ -87,6 +87,7 @@ pub(crate) async fn start(local: &Local, database: Option<&DatabaseSettings>) ->
                 lease_ttl: ttl,
                 renew_every: (ttl / 3).min(RENEW_EVERY_MAX),
                 claim_every: (ttl / 5).min(CLAIM_EVERY_MAX),
+                max_drivers: db.max_drivers,
                 ..ReplicaConfig::new(ReplicaConfig::unique_owner(&name))
             });
             Store::new(pg)

@@ -160,7 +160,7 @@ fn unknown_key_is_an_error_naming_the_line() {
     assert_eq!(
         stderr(&out),
         format!(
-            "error: {config}: line 5, column 1: unknown field `lisen`, expected one of `listen`, `auth`, `body_limit_bytes`, `header_read_timeout_seconds`, `shutdown_grace_seconds`, `spec_signing_key_file`, `jwt`\n"
+            "error: {config}: line 5, column 1: unknown field `lisen`, expected one of `listen`, `auth`, `body_limit_bytes`, `header_read_timeout_seconds`, `shutdown_grace_seconds`, `spec_signing_key_file`, `max_drivers`, `jwt`\n"
         )
     );
     assert!(!d.join("data").exists(), "nothing runs on a bad config");

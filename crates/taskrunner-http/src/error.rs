@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use taskrunner_runtime::RuntimeError;
+use taskrunner_store::StoreError;
 
 /// Why a request failed; each variant is one contract error code.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +57,14 @@ pub enum ApiError {
     /// 429 `queue_full` (sent with `Retry-After`).
     #[error("{0}")]
     QueueFull(String),
+    /// 503 `storage_full` (sent with `Retry-After`): the store is out of space; writes are
+    /// refused until space returns, reads keep answering (an extension of SPEC §6.3).
+    #[error("{0}")]
+    StorageFull(String),
+    /// 503 `storage_unavailable` (sent with `Retry-After`): the database cannot be reached or
+    /// is restarting (an extension of SPEC §6.3).
+    #[error("{0}")]
+    StorageUnavailable(String),
     /// 503 (`internal_error` code): not ready, shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -66,6 +75,8 @@ pub enum ApiError {
 
 /// Seconds a client should wait after `queue_full`.
 pub(crate) const RETRY_AFTER_SECONDS: u32 = 5;
+/// Seconds a client should wait after `storage_full` / `storage_unavailable`.
+pub(crate) const STORAGE_RETRY_AFTER_SECONDS: u32 = 10;
 
 impl ApiError {
     /// A 400 about the part of the request at `path`.
@@ -91,7 +102,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageFull(_)
+            | ApiError::StorageUnavailable(_)
+            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +125,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::QueueFull(_) => "queue_full",
+            ApiError::StorageFull(_) => "storage_full",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Unavailable(_) | ApiError::Internal => "internal_error",
         }
     }
@@ -193,6 +208,12 @@ impl IntoResponse for ApiError {
             ApiError::QueueFull(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
+            ApiError::StorageFull(_) | ApiError::StorageUnavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(STORAGE_RETRY_AFTER_SECONDS),
+                );
+            }
             _ => {}
         }
         response.extensions_mut().insert(parts);
@@ -217,6 +238,22 @@ impl From<RuntimeError> for ApiError {
             e @ RuntimeError::RunTerminal(_) => ApiError::RunTerminal(e.to_string()),
             e @ RuntimeError::AlreadyDecided(_) => ApiError::AlreadyDecided(e.to_string()),
             e @ RuntimeError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
+            // Out of space or the database away: the details (paths, hosts) go to the log; the
+            // client learns what it can do about it.
+            RuntimeError::Store(e @ StoreError::Full(_)) => {
+                tracing::warn!(error = %e, "request refused: storage is full");
+                ApiError::StorageFull(
+                    "the server's storage is full: writes are refused until space is freed \
+                     (reads still answer)"
+                        .into(),
+                )
+            }
+            RuntimeError::Store(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "request refused: storage is unavailable");
+                ApiError::StorageUnavailable(
+                    "the server's storage cannot be reached right now: retry later".into(),
+                )
+            }
             other => {
                 // Storage and internal failures: logged with detail, answered generically.
                 tracing::error!(error = %other, "request failed");

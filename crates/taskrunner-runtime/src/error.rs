@@ -39,7 +39,8 @@ pub enum RuntimeError {
     /// The pack's `maxQueueDepth` is reached (HTTP 429 `queue_full`).
     #[error("queue full: {0} runs of this pack are waiting to start")]
     QueueFull(u64),
-    /// Storage failed or returned corrupt data (HTTP 500).
+    /// Storage failed or returned corrupt data (HTTP 500), or cannot take writes now
+    /// (`StoreError::Full` / `Unavailable`: HTTP 503 `storage_full` / `storage_unavailable`).
     #[error("storage: {0}")]
     Store(#[from] taskrunner_store::StoreError),
     /// A stored run could not be read back (plan or journal did not verify).

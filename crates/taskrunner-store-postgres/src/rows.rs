@@ -5,11 +5,56 @@ use taskrunner_store::{ArtifactRecord, JournalEntry, LogRecord, RunRecord, Snaps
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
-/// Maps a driver error: every one is `Backend` (decoding goes through [`get`]).
+/// Maps a driver error. A lost or refused connection, a server shutting down or restarting,
+/// or one out of connections is `Unavailable`; a server out of disk is `Full` (both pass: the
+/// same write may succeed later); the rest is `Backend` (decoding goes through [`get`]).
 pub(crate) fn db_error(err: tokio_postgres::Error) -> StoreError {
     match err.as_db_error() {
-        Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
+        Some(db) => {
+            let code = db.code().code();
+            let text = format!("postgres {code}: {}", db.message());
+            match code {
+                "53100" => StoreError::Full(text),
+                _ if is_unavailable_state(code) => StoreError::Unavailable(text),
+                _ => StoreError::Backend(text),
+            }
+        }
+        None if err.is_closed() || has_io_cause(&err) => {
+            StoreError::Unavailable(format!("postgres: {}", describe(&err)))
+        }
         None => StoreError::Backend(format!("postgres: {}", describe(&err))),
+    }
+}
+
+/// SQLSTATEs of a server that cannot serve now but may soon: connection exceptions (class 08),
+/// insufficient resources (class 53, but `53100` is `Full`), an operator or crash shutdown and
+/// a server still starting (`57P01`..`57P03`), a read-only standby (`25006`).
+fn is_unavailable_state(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+}
+
+/// Whether an I/O error (refused, reset, broken pipe) is among the causes.
+fn has_io_cause(err: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Maps a pool error: no connection within the wait timeout, or none can be made → the
+/// database is `Unavailable`; a driver error as [`db_error`]; the rest `Backend`.
+pub(crate) fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
+    use deadpool_postgres::PoolError as P;
+    match err {
+        P::Backend(e) => db_error(e),
+        P::Timeout(_) => StoreError::Unavailable(format!("postgres pool: {err}")),
+        other => StoreError::Backend(format!("postgres pool: {other}")),
     }
 }
 
@@ -171,5 +216,17 @@ mod tests {
             .filter(|s| status::is_active(s))
             .collect();
         assert_eq!(listed, active);
+    }
+
+    #[test]
+    fn a_server_away_or_restarting_is_unavailable_a_broken_query_is_not() {
+        for code in [
+            "08006", "08001", "57P01", "57P02", "57P03", "53300", "25006",
+        ] {
+            assert!(super::is_unavailable_state(code), "{code}");
+        }
+        for code in ["23505", "40001", "42P01", "XX000", "22P02"] {
+            assert!(!super::is_unavailable_state(code), "{code}");
+        }
     }
 }

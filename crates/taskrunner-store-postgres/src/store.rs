@@ -50,10 +50,6 @@ pub struct PostgresStore {
     inner: Arc<Inner>,
 }
 
-fn pool_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("postgres pool: {e}"))
-}
-
 fn writer_gone() -> StoreError {
     StoreError::Backend("store writer is not running".to_owned())
 }
@@ -116,7 +112,7 @@ impl PostgresStore {
             .wait_timeout(Some(Duration::from_secs(30)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(pool_error)?;
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let stats = Arc::new(StatsCells::default());
         tokio::spawn(writer::run(
@@ -158,7 +154,7 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.inner.pool.get().await.map_err(pool_error)
+        self.inner.pool.get().await.map_err(crate::rows::pool_error)
     }
 
     /// Queues a write and waits for its answer (sent after the batch commit).

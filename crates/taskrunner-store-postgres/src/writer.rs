@@ -196,7 +196,12 @@ pub(crate) async fn run(
             }
             Err(err) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %err, "store: batch failed");
+                if err.is_transient() {
+                    // Database away: the callers wait or refuse; no alarm per batch.
+                    tracing::debug!(error = %err, "store: batch failed");
+                } else {
+                    tracing::error!(error = %err, "store: batch failed");
+                }
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
@@ -243,7 +248,7 @@ async fn apply_batch(pool: &Pool, ops: &[Op]) -> Result<Vec<Outcome>, BatchError
     let mut client = pool
         .get()
         .await
-        .map_err(|e| BatchError::Fatal(StoreError::Backend(format!("postgres pool: {e}"))))?;
+        .map_err(|e| BatchError::Fatal(crate::rows::pool_error(e)))?;
     let tx = client.transaction().await.map_err(batch_error)?;
     let mut keys = Vec::new();
     ops.iter().for_each(|op| op.keys(&mut keys));

@@ -6,10 +6,21 @@
 use rusqlite::{ErrorCode, Row};
 use taskrunner_store::{ArtifactRecord, JournalEntry, LogRecord, RunRecord, Snapshot, StoreError};
 
-/// Maps a rusqlite error: decoding failures and a damaged file are `Corrupt`, the rest `Backend`.
+/// Maps a rusqlite error: decoding failures and a damaged file are `Corrupt`; a full disk
+/// (`SQLITE_FULL`, or the shared-memory file that cannot grow) is `Full` and a file system gone
+/// read-only is `Unavailable` (both pass: the same write may succeed later); the rest `Backend`.
 pub(crate) fn db_error(err: rusqlite::Error) -> StoreError {
     use rusqlite::Error as E;
     match &err {
+        E::SqliteFailure(f, _)
+            if f.code == ErrorCode::DiskFull
+                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE =>
+        {
+            StoreError::Full(err.to_string())
+        }
+        E::SqliteFailure(f, _) if f.code == ErrorCode::ReadOnly => {
+            StoreError::Unavailable(err.to_string())
+        }
         E::InvalidColumnType(..)
         | E::FromSqlConversionFailure(..)
         | E::IntegralValueOutOfRange(..)
@@ -124,4 +135,37 @@ pub(crate) fn collect<T>(
         out.push(decode(row)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_full_disk_and_a_read_only_file_pass_other_failures_do_not() {
+        assert!(matches!(
+            db_error(failure(rusqlite::ffi::SQLITE_FULL)),
+            StoreError::Full(_)
+        ));
+        assert!(matches!(
+            db_error(failure(rusqlite::ffi::SQLITE_IOERR_SHMSIZE)),
+            StoreError::Full(_)
+        ));
+        assert!(matches!(
+            db_error(failure(rusqlite::ffi::SQLITE_READONLY)),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            db_error(failure(rusqlite::ffi::SQLITE_IOERR_WRITE)),
+            StoreError::Backend(_)
+        ));
+        assert!(matches!(
+            db_error(failure(rusqlite::ffi::SQLITE_CORRUPT)),
+            StoreError::Corrupt(_)
+        ));
+    }
 }

@@ -108,6 +108,16 @@ impl Done {
         };
     }
 
+    /// The first `Full`/`Unavailable` error among this request's results.
+    fn transient_error(&self) -> Option<StoreError> {
+        match self {
+            Done::Create(_, r) | Done::Unit(_, r) => transient(r),
+            Done::Commit(_, rs) => rs.iter().find_map(transient),
+            Done::Seqs(_, r) => transient(r),
+            Done::Leases(_, r) => transient(r),
+        }
+    }
+
     fn fail(self, err: &StoreError) {
         let _ = match self {
             Done::Create(tx, _) | Done::Unit(tx, _) => tx.send(Err(err.clone())).map_err(drop),
@@ -115,6 +125,13 @@ impl Done {
             Done::Seqs(tx, _) => tx.send(Err(err.clone())).map_err(drop),
             Done::Leases(tx, _) => tx.send(Err(err.clone())).map_err(drop),
         };
+    }
+}
+
+fn transient<T>(result: &StoreResult<T>) -> Option<StoreError> {
+    match result {
+        Err(e) if e.is_transient() => Some(e.clone()),
+        _ => None,
     }
 }
 
@@ -264,8 +281,20 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Request>) -> Result<(), ()> {
             Ok(())
         }
         Err(e) => {
-            let err = db_error(e);
-            tracing::error!(error = %err, "store: batch commit failed");
+            let mut err = db_error(e);
+            // The commit of a transaction that a full disk rolled back fails with "no
+            // transaction is active": report the cause a request saw instead.
+            if !err.is_transient()
+                && let Some(cause) = done.iter().find_map(Done::transient_error)
+            {
+                err = cause;
+            }
+            if err.is_transient() {
+                // Disk full: the callers wait or refuse; one line each, not an alarm per batch.
+                tracing::debug!(error = %err, "store: batch commit failed");
+            } else {
+                tracing::error!(error = %err, "store: batch commit failed");
+            }
             for d in done {
                 d.fail(&err);
             }
@@ -296,7 +325,14 @@ fn in_savepoint<T>(
             Ok(v)
         }
         Err(e) => {
-            sp.rollback().map_err(db_error)?;
+            // A full disk may have made SQLite roll the whole transaction back, savepoint
+            // included: the request's own error says more than the failed rollback.
+            if let Err(rollback) = sp.rollback() {
+                tracing::debug!(error = %rollback, "store: savepoint rollback failed");
+                if !e.is_transient() {
+                    return Err(db_error(rollback));
+                }
+            }
             Err(e)
         }
     }

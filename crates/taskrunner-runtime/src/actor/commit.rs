@@ -12,6 +12,15 @@ use crate::output::{capture_outputs, splice_before_end};
 use crate::records::{from_entry, to_entry, to_new_log};
 use crate::replica::FOREIGN_TRIES;
 
+/// Who an event comes from, which decides what a store that cannot take writes now does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// The run itself (attempt ends, timers, recovery): waited out until stored.
+    Run,
+    /// A client (decision, cancellation): refused, the run left as before.
+    Client,
+}
+
 impl Actor {
     /// Applies the records another replica journaled after ours (a decision, a cancellation)
     /// and performs what they command — the holder's half of `commit_elsewhere`.
@@ -87,7 +96,7 @@ impl Actor {
         let check = check.map_err(decision_error)?;
         if !check.already_applied {
             self.record_approval_wait(approval_id, request.decision);
-            self.handle(Event::ApprovalDecided {
+            self.handle_for_caller(Event::ApprovalDecided {
                 approval_id: approval_id.to_owned(),
                 decision: request.decision,
                 actor: request.actor,
@@ -137,8 +146,21 @@ impl Actor {
         }
     }
 
-    /// Applies one event: fold, journal + logs + status in one commit, then act.
+    /// Applies one event the run cannot do without (an attempt ended, a timer fired): fold,
+    /// journal + logs + status in one commit, then act. A store that cannot take writes now is
+    /// waited out ([`crate::writer::RunWriter::commit_until_stored`]).
     pub(super) async fn handle(&mut self, event: Event) -> Result<(), RuntimeError> {
+        self.handle_as(event, Caller::Run).await
+    }
+
+    /// Applies an event a caller asked for (a decision, a cancellation). A store that cannot
+    /// take writes now refuses it: the run is left as it was before the event and the caller
+    /// gets the error (HTTP 503), to try again later.
+    pub(super) async fn handle_for_caller(&mut self, event: Event) -> Result<(), RuntimeError> {
+        self.handle_as(event, Caller::Client).await
+    }
+
+    async fn handle_as(&mut self, event: Event, caller: Caller) -> Result<(), RuntimeError> {
         if self.finished && !matches!(event, Event::AttemptFinished { .. }) {
             return Ok(());
         }
@@ -152,12 +174,17 @@ impl Actor {
         loop {
             // A replica keeps the state before the event: another replica may have journaled
             // a decision or cancellation first (`Conflict`), applied, then this event again.
-            let before = self
-                .writer
-                .lease()
-                .is_some()
+            // A caller's event is undone when the store refuses it for now.
+            let before = (self.writer.lease().is_some() || caller == Caller::Client)
                 .then(|| (self.run.clone(), self.journal.clone()));
-            match self.apply_and_commit(&event).await {
+            match self.apply_and_commit(&event, caller).await {
+                Err(RuntimeError::Store(e)) if e.is_transient() && caller == Caller::Client => {
+                    if let Some((run, journal)) = before {
+                        self.run = run;
+                        self.journal = journal;
+                    }
+                    return Err(RuntimeError::Store(e));
+                }
                 Err(RuntimeError::Store(StoreError::Conflict { .. }))
                     if conflicts < FOREIGN_TRIES =>
                 {
@@ -181,7 +208,11 @@ impl Actor {
     }
 
     /// One try of [`Actor::handle`]: fold, commit, then act.
-    async fn apply_and_commit(&mut self, event: &Event) -> Result<(), RuntimeError> {
+    async fn apply_and_commit(
+        &mut self,
+        event: &Event,
+        caller: Caller,
+    ) -> Result<(), RuntimeError> {
         // Time never goes backwards inside a run, whatever the wall clock does.
         let last = self.run.state().updated_at;
         let at = Timestamp(self.shared.clock.now().millis().max(last.millis()));
@@ -227,7 +258,14 @@ impl Actor {
             next_wake_at_ms: Some(self.run.next_wake().map(Timestamp::millis)),
             snapshot: None,
         };
-        let sequences = self.writer.commit(transition).await?;
+        let sequences = match caller {
+            Caller::Client => self.writer.commit(transition).await?,
+            Caller::Run => {
+                self.writer
+                    .commit_until_stored(transition, &self.stop)
+                    .await?
+            }
+        };
         for (sequence, log) in sequences.into_iter().zip(logs) {
             let _ = self.logs.send(LogRecord::from_new(sequence, log));
         }

@@ -356,7 +356,7 @@ impl Actor {
                     RunStatus::Cancelled => Ok(RunStatus::Cancelled),
                     s if s.is_terminal() => Err(RuntimeError::RunTerminal(s.as_str().to_owned())),
                     _ => self
-                        .handle(Event::CancelRequested { actor })
+                        .handle_for_caller(Event::CancelRequested { actor })
                         .await
                         .map(|()| self.run.status()),
                 };
@@ -368,16 +368,18 @@ impl Actor {
 }
 
 /// Answers a caller; a storage failure also stops the driver (its memory may be ahead of the
-/// store), any other refusal leaves it running.
+/// store), any other refusal — and a store that cannot take writes now, after which the run
+/// was left as before the event — leaves it running.
 fn reply_then_continue<T>(
     reply: oneshot::Sender<Result<T, RuntimeError>>,
     answer: Result<T, RuntimeError>,
     what: &str,
 ) -> Result<(), RuntimeError> {
-    let failed = matches!(
-        answer,
-        Err(RuntimeError::Store(_) | RuntimeError::Internal(_))
-    );
+    let failed = match &answer {
+        Err(RuntimeError::Store(e)) => !e.is_transient(),
+        Err(RuntimeError::Internal(_)) => true,
+        _ => false,
+    };
     let _ = reply.send(answer);
     if failed {
         Err(RuntimeError::Internal(format!(

@@ -1,0 +1,233 @@
+//! A store that cannot take writes for a while (disk full, database restarting): the run's own
+//! transitions are kept and stored once the store takes writes again, so the run finishes with
+//! a journal that verifies; a client's decision is refused (the run left as it was) and can be
+//! sent again. Virtual time: the driver's pauses between tries cost nothing.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Map;
+use taskrunner_engine::{Decision, Event, JournalRecord, RunStatus, Timestamp};
+use taskrunner_exec::ExecutorRegistry;
+use taskrunner_runtime::{
+    CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets, SystemClock,
+};
+use taskrunner_store::{
+    JournalEntry, ListQuery, MemoryStore, NewRun, Page, RunRecord, RunStore, Store, StoreError,
+    StoreFuture, Transition,
+};
+
+const WORKING: u8 = 0;
+/// Commits fail, creates still work.
+const COMMITS_FAIL: u8 = 1;
+/// Every write fails.
+const FULL: u8 = 2;
+
+struct Failing {
+    inner: MemoryStore,
+    mode: Arc<AtomicU8>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl Failing {
+    fn refuse<T: Send + 'static>(&self, writes_of: u8) -> Option<StoreFuture<'static, T>> {
+        let mode = self.mode.load(Ordering::SeqCst);
+        (mode != WORKING && mode >= writes_of).then(|| {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            let e = StoreError::Full("database or disk is full".into());
+            Box::pin(async move { Err(e) }) as StoreFuture<'static, T>
+        })
+    }
+}
+
+impl RunStore for Failing {
+    fn create_run(&self, run: NewRun) -> StoreFuture<'_, ()> {
+        self.refuse(FULL)
+            .unwrap_or_else(|| self.inner.create_run(run))
+    }
+    fn get_run<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+    ) -> StoreFuture<'a, Option<RunRecord>> {
+        self.inner.get_run(tenant, run_id)
+    }
+    fn list_runs<'a>(&'a self, tenant: &'a str, query: ListQuery) -> StoreFuture<'a, Page> {
+        self.inner.list_runs(tenant, query)
+    }
+    fn commit(&self, transition: Transition) -> StoreFuture<'_, Vec<u64>> {
+        self.refuse(COMMITS_FAIL)
+            .unwrap_or_else(|| self.inner.commit(transition))
+    }
+    fn commit_many(
+        &self,
+        transitions: Vec<Transition>,
+    ) -> StoreFuture<'_, Vec<Result<Vec<u64>, StoreError>>> {
+        self.refuse(COMMITS_FAIL)
+            .unwrap_or_else(|| self.inner.commit_many(transitions))
+    }
+    fn load_journal<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+        after_seq: u64,
+    ) -> StoreFuture<'a, Vec<JournalEntry>> {
+        self.inner.load_journal(tenant, run_id, after_seq)
+    }
+    fn active_runs(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        self.inner.active_runs()
+    }
+    fn due_runs(&self, now_ms: i64) -> StoreFuture<'_, Vec<(String, String, i64)>> {
+        self.inner.due_runs(now_ms)
+    }
+    fn queued_count<'a>(&'a self, tenant: &'a str, pack_name: &'a str) -> StoreFuture<'a, u64> {
+        self.inner.queued_count(tenant, pack_name)
+    }
+}
+
+struct Fixture {
+    rt: Runtime,
+    memory: MemoryStore,
+    mode: Arc<AtomicU8>,
+    refused: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mode = Arc::new(AtomicU8::new(WORKING));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(Failing {
+        inner: memory.clone(),
+        mode: mode.clone(),
+        refused: refused.clone(),
+    });
+    let rest = Arc::new(memory.clone());
+    let rt = Runtime::start(
+        Store::from_parts(runs, rest.clone(), rest),
+        ExecutorRegistry::with_builtins(),
+        Arc::new(SystemClock),
+        Arc::new(StaticSecrets::new()),
+        RuntimeConfig::new(dir.path().join("workspaces")),
+    )
+    .await
+    .unwrap();
+    Fixture {
+        rt,
+        memory,
+        mode,
+        refused,
+        _dir: dir,
+    }
+}
+
+fn create(manifest: &str, run_id: &str) -> CreateRun {
+    CreateRun {
+        tenant: "default".into(),
+        run_id: Some(run_id.into()),
+        manifest: manifest.into(),
+        inputs: Map::new(),
+    }
+}
+
+const PACK: &str = "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: rt, version: 1.0.0}\nspec:\n  approvals: [{id: go}]\n  steps:\n    - {id: a, run: {uses: builtin:noop}}\n    - {id: gate, gate: {approval: {id: go}}}\n    - {id: b, run: {uses: builtin:echo, with: {message: done}}}\n";
+
+/// The stored journal, verified against the plan hash and the stored head.
+async fn verified(memory: &MemoryStore, run_id: &str) -> Vec<Event> {
+    let record = memory.get_run("default", run_id).await.unwrap().unwrap();
+    let entries = memory.load_journal("default", run_id, 0).await.unwrap();
+    let records: Vec<JournalRecord> = entries
+        .iter()
+        .map(|e| JournalRecord {
+            seq: e.seq,
+            at: Timestamp(e.at_ms),
+            event: serde_json::from_str(&e.payload_json).unwrap(),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
+        })
+        .collect();
+    taskrunner_engine::verify(&record.plan_hash, &records, record.journal_head.as_deref()).unwrap();
+    records.into_iter().map(|r| r.event).collect()
+}
+
+fn go(plan_hash: &str) -> DecisionRequest {
+    DecisionRequest {
+        decision: Decision::Approved,
+        actor: "ops".into(),
+        summary: None,
+        plan_hash: plan_hash.into(),
+        caller_scopes: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_runs_transitions_wait_for_the_store_and_the_run_finishes() {
+    let f = fixture().await;
+    f.mode.store(COMMITS_FAIL, Ordering::SeqCst);
+    f.rt.create_run(create(PACK, "held")).await.unwrap();
+    let at_create = f.memory.get_run("default", "held").await.unwrap().unwrap();
+    // A minute of virtual time: the driver keeps trying, nothing is stored, nothing is lost.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let tries = f.refused.load(Ordering::SeqCst);
+    assert!(
+        (20..=200).contains(&tries),
+        "tried {tries} times in a minute"
+    );
+    let stored = f.memory.get_run("default", "held").await.unwrap().unwrap();
+    assert_eq!(
+        stored.journal_len, at_create.journal_len,
+        "nothing after the creation is stored"
+    );
+    assert_eq!(stored.status, "Pending");
+    f.mode.store(WORKING, Ordering::SeqCst);
+    let view = f.rt.wait_settled("default", "held").await.unwrap();
+    assert_eq!(view.status, RunStatus::AwaitingApproval, "{view:#?}");
+    let events = verified(&f.memory, "held").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::AttemptFinished { step_id, .. } if step_id == "a")),
+        "{events:?}"
+    );
+
+    // A decision while the store is full is refused and leaves the run waiting; sent again
+    // once space returns, it is applied and the run finishes.
+    f.mode.store(FULL, Ordering::SeqCst);
+    let refused =
+        f.rt.decide("default", "held", "go", go(&stored.plan_hash))
+            .await;
+    assert!(
+        matches!(refused, Err(RuntimeError::Store(StoreError::Full(_)))),
+        "{refused:?}"
+    );
+    let view = f.rt.get_run("default", "held").await.unwrap().unwrap();
+    assert_eq!(view.status, RunStatus::AwaitingApproval);
+    let created = f.rt.create_run(create(PACK, "refused")).await;
+    assert!(
+        matches!(created, Err(RuntimeError::Store(StoreError::Full(_)))),
+        "{created:?}"
+    );
+    f.mode.store(WORKING, Ordering::SeqCst);
+    f.rt.decide("default", "held", "go", go(&stored.plan_hash))
+        .await
+        .unwrap();
+    let view = f.rt.wait_settled("default", "held").await.unwrap();
+    assert_eq!(view.status, RunStatus::Succeeded, "{view:#?}");
+    let events = verified(&f.memory, "held").await;
+    let decided = events
+        .iter()
+        .filter(|e| matches!(e, Event::ApprovalDecided { .. }))
+        .count();
+    assert_eq!(decided, 1, "the refused decision was not journaled");
+    assert!(
+        f.memory
+            .get_run("default", "refused")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

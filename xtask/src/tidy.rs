@@ -9,6 +9,8 @@
 //! `// tidy: allow(<api>) <reason>` (for example `// tidy: allow(HashMap) never iterated`)
 //! is exempt from that one API. The reason is mandatory.
 
+pub mod paths;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+const SECRETS: &str = "taskrunner-secrets";
 const EXPR: &str = "taskrunner-expr";
 const MANIFEST: &str = "taskrunner-manifest";
 const PLAN: &str = "taskrunner-plan";
@@ -32,35 +35,42 @@ const AUTH: &str = "taskrunner-auth";
 const TESTKIT: &str = "taskrunner-testkit";
 
 /// The pure crates (L0–L3): no I/O, clock, threads or `HashMap`.
-pub const PURE_CRATES: &[&str] = &[EXPR, MANIFEST, PLAN, ENGINE];
+pub const PURE_CRATES: &[&str] = &[SECRETS, EXPR, MANIFEST, PLAN, ENGINE];
 
 /// For each workspace library crate, the workspace crates it may use as normal (and build)
-/// dependencies. Dev-dependencies may additionally use `taskrunner-testkit`. Packages under
-/// `bins/` may use every library except the testkit; `xtask` uses none (it shells out).
+/// dependencies: exactly the edges the crates need, no more, so a dependency that would let a
+/// rule be checked in a second place (the store reading plans, exec parsing manifests) fails
+/// here. Dev-dependencies may additionally use `taskrunner-testkit`, the crate itself and the
+/// adapters of [`DEV_ADAPTERS`]. Packages under `bins/` may use every library except the
+/// testkit; `xtask` uses none (it shells out).
 /// A crate missing from this table fails the check: add it here when you create it.
 pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
+    // The one masker: a leaf every crate that masks may use.
+    (SECRETS, &[]),
     (EXPR, &[]),
     (MANIFEST, &[EXPR]),
     (PLAN, &[EXPR, MANIFEST]),
     // The engine never sees a Manifest, only a Plan.
-    (ENGINE, &[EXPR, PLAN]),
-    (STORE, &[EXPR, MANIFEST, PLAN, ENGINE]),
-    (STORE_SQLITE, &[EXPR, MANIFEST, PLAN, ENGINE, STORE]),
-    (STORE_POSTGRES, &[EXPR, MANIFEST, PLAN, ENGINE, STORE]),
-    (EXEC, &[EXPR, MANIFEST, PLAN, ENGINE]),
+    (ENGINE, &[EXPR, PLAN, SECRETS]),
+    // The store keeps opaque records: it depends on no other crate of ours.
+    (STORE, &[]),
+    // Storage adapters implement the store's ports and nothing else.
+    (STORE_SQLITE, &[STORE]),
+    (STORE_POSTGRES, &[STORE]),
+    // Executors render `{{ }}` templates (expr); they know no manifest, plan or run.
+    (EXEC, &[EXPR, SECRETS]),
     // `builtin:http`: outbound HTTP behind the executor port; kept apart so the HTTP client
     // stays out of everything but the binary.
-    (EXEC_HTTP, &[EXEC]),
+    (EXEC_HTTP, &[EXEC, SECRETS]),
     // The runtime drives ports (store traits, executors); bins pick the storage adapters.
     // Admission works from the `Plan`: the runtime never sees a Manifest.
-    (RUNTIME, &[EXPR, PLAN, ENGINE, STORE, EXEC]),
+    (RUNTIME, &[EXPR, PLAN, ENGINE, STORE, EXEC, SECRETS]),
     // Authentication knows nothing of runs: it maps credentials to scopes.
     (AUTH, &[]),
-    (HTTP, &[EXPR, MANIFEST, PLAN, ENGINE, STORE, RUNTIME, AUTH]),
-    (
-        TESTKIT,
-        &[EXPR, MANIFEST, PLAN, ENGINE, STORE, EXEC, RUNTIME],
-    ),
+    // The HTTP facade talks to the runtime; plan/engine/store only for the types it renders.
+    (HTTP, &[PLAN, ENGINE, STORE, RUNTIME, AUTH]),
+    // Scripted scenarios over the engine.
+    (TESTKIT, &[PLAN, ENGINE]),
 ];
 
 /// Adapters that any crate's tests may use (they run against real stores and executors).
@@ -122,6 +132,14 @@ pub const BANNED_APIS: &[(&str, &str)] = &[
     (
         "HashSet",
         "iteration order is not deterministic; use BTreeSet or IndexSet",
+    ),
+    (
+        "thread_local",
+        "a per-thread side channel hides an input; pass it as a parameter or a DeserializeSeed",
+    ),
+    (
+        "RefCell",
+        "interior mutability is a side channel in a pure function; return values instead",
     ),
 ];
 
@@ -226,6 +244,12 @@ fn edge_rule(
         "xtask shells out to cargo; it does not link workspace crates"
     } else if from == ENGINE && to == MANIFEST {
         "the engine never sees a Manifest, only a Plan"
+    } else if from == STORE {
+        "the store keeps opaque records and depends on no other crate of ours"
+    } else if from == STORE_SQLITE || from == STORE_POSTGRES {
+        "storage adapters depend on the store only"
+    } else if from == EXEC {
+        "executors depend on expr only (they know no manifest, plan or run)"
     } else if PURE_CRATES.contains(&from) {
         "pure crates may only depend on pure crates below them"
     } else {
@@ -919,6 +943,10 @@ pub fn run_all(root: &Path) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> 
             check_banned_apis_in(root)?.violations,
         ),
         ("crate hygiene", check_hygiene_in(root)?),
+        (
+            "paths outside the repository",
+            paths::check_outside_paths_in(root)?.violations,
+        ),
     ])
 }
 
@@ -1087,6 +1115,122 @@ mod tests {
         );
     }
 
+    /// The clean workspace plus the ports-and-adapters crates with their real edges.
+    fn full_workspace() -> Vec<Value> {
+        let mut packages = clean_workspace();
+        packages.extend([
+            package(STORE, "crates/taskrunner-store", &[(STORE, Some("dev"))]),
+            package(
+                STORE_SQLITE,
+                "crates/taskrunner-store-sqlite",
+                &[(STORE, None), (STORE, Some("dev")), (TESTKIT, Some("dev"))],
+            ),
+            package(EXEC, "crates/taskrunner-exec", &[(EXPR, None)]),
+            package(
+                HTTP,
+                "crates/taskrunner-http",
+                &[
+                    (PLAN, None),
+                    (ENGINE, None),
+                    (STORE, None),
+                    (RUNTIME, None),
+                    (AUTH, None),
+                    (EXEC, Some("dev")),
+                ],
+            ),
+        ]);
+        packages
+    }
+
+    /// `full_workspace` with `name`'s dependencies replaced.
+    fn with_deps(name: &str, deps: &[(&str, Option<&str>)]) -> Vec<Value> {
+        full_workspace()
+            .into_iter()
+            .map(|p| {
+                if p["name"] == name {
+                    let dir = p["manifest_path"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("/ws/")
+                        .trim_end_matches("/Cargo.toml")
+                        .to_owned();
+                    package(name, &dir, deps)
+                } else {
+                    p
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn edges_real_graph_passes_even_with_transitive_duplicates() {
+        assert_eq!(
+            check_dependency_edges(&metadata(full_workspace())),
+            Vec::<String>::new()
+        );
+        // http -> plan is also reachable through the runtime: listing both is fine.
+        assert!(
+            ALLOWED_EDGES
+                .iter()
+                .any(|(from, to)| *from == HTTP && to.contains(&PLAN))
+        );
+    }
+
+    #[test]
+    fn edges_store_to_engine_fails() {
+        // The store once listed expr, manifest, plan and engine; it reads none of them.
+        let packages = with_deps(STORE, &[(ENGINE, None)]);
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &[
+                "taskrunner-store -> taskrunner-engine",
+                "depends on no other crate of ours",
+            ],
+        );
+        for upper in [EXPR, MANIFEST, PLAN] {
+            let packages = with_deps(STORE, &[(upper, None)]);
+            assert_one_violation(
+                &check_dependency_edges(&metadata(packages)),
+                &[&format!("taskrunner-store -> {upper}")],
+            );
+        }
+    }
+
+    #[test]
+    fn edges_adapter_and_executor_duplicates_fail() {
+        let packages = with_deps(STORE_SQLITE, &[(STORE, None), (PLAN, None)]);
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &["taskrunner-store-sqlite -> taskrunner-plan", "store only"],
+        );
+        let packages = with_deps(EXEC, &[(EXPR, None), (MANIFEST, None)]);
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &["taskrunner-exec -> taskrunner-manifest", "expr only"],
+        );
+        let packages = with_deps(HTTP, &[(PLAN, None), (RUNTIME, None), (MANIFEST, None)]);
+        assert_one_violation(
+            &check_dependency_edges(&metadata(packages)),
+            &["taskrunner-http -> taskrunner-manifest"],
+        );
+    }
+
+    #[test]
+    fn edges_table_points_down() {
+        // No crate may reach itself through the table: the layers form a DAG.
+        let table: BTreeMap<&str, &[&str]> = ALLOWED_EDGES.iter().copied().collect();
+        for (start, _) in ALLOWED_EDGES {
+            let mut stack: Vec<&str> = table[start].to_vec();
+            let mut seen = BTreeSet::new();
+            while let Some(next) = stack.pop() {
+                assert_ne!(next, *start, "{start} reaches itself through ALLOWED_EDGES");
+                if seen.insert(next) {
+                    stack.extend(table.get(next).copied().unwrap_or(&[]));
+                }
+            }
+        }
+    }
+
     #[test]
     fn edges_crate_missing_from_table_fails() {
         let mut packages = clean_workspace();
@@ -1195,6 +1339,25 @@ mod tests {
             let source = format!("fn f() {{\n    let _ = {api}::whatever;\n}}\n");
             assert_one_violation(&hits(&source), &[&format!("f.rs:2: banned API {api} ")]);
         }
+    }
+
+    #[test]
+    fn api_side_channels_fail() {
+        // The shape the YAML reader used before it took its source as a parameter.
+        let source = "use std::cell::RefCell;\n\
+                      thread_local! {\n    \
+                      static SOURCE: RefCell<Option<String>> = const { RefCell::new(None) };\n}\n";
+        let found = hits(source);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found[0].starts_with("f.rs:1: banned API RefCell"));
+        assert!(found[1].starts_with("f.rs:2: banned API thread_local"));
+        assert!(found[1].contains("side channel"));
+        assert!(found[2].starts_with("f.rs:3: banned API RefCell"));
+        // Look-alikes pass.
+        assert_eq!(
+            hits("let c = MyRefCell::new(); let t = thread_local_count;\n"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

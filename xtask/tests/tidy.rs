@@ -57,3 +57,14 @@ fn crates_inherit_lints_and_document_themselves() {
         &tidy::check_hygiene_in(&xtask::workspace_root()).expect("hygiene"),
     );
 }
+
+#[test]
+fn nothing_reads_a_path_outside_the_repository() {
+    let scan = tidy::paths::check_outside_paths_in(&xtask::workspace_root()).expect("scan");
+    assert!(
+        scan.files_scanned > 100,
+        "only {} files scanned: is the walk looking in the right place?",
+        scan.files_scanned
+    );
+    fail_if_any("paths outside the repository", &scan.violations);
+}

@@ -71,8 +71,6 @@ const RESERVED_EXECUTORS: [&str; 5] = [
     "builtin:shell",
     "builtin:http",
 ];
-/// Longest `uses` value a pack may name (the manifest's limit).
-const USES_BYTES_MAX: usize = 256;
 
 /// The file as written: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -568,56 +566,27 @@ fn with_position(text: &str, span: std::ops::Range<usize>, message: &str) -> Str
     format!("line {line}, column {column}: {message}")
 }
 
-/// Rule 26: `^[a-z0-9][a-z0-9._-]{0,62}$`.
+/// Rule 26, as the store's validator (its one owner) checks it.
 fn check_tenant(tenant: &str) -> Result<(), String> {
-    let mut chars = tenant.chars();
-    let ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-        && tenant.len() <= 63;
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "default_tenant {tenant:?} does not match ^[a-z0-9][a-z0-9._-]{{0,62}}$"
-        ))
-    }
+    taskrunner_store::validate::tenant(tenant).map_err(|_| {
+        format!(
+            "default_tenant {tenant:?} does not match {}",
+            taskrunner_store::validate::TENANT_PATTERN
+        )
+    })
 }
 
-/// A name a pack can put in `uses` (`builtin:<name>` or a host executor name), and not a
-/// built-in's.
+/// A name a pack can put in `uses` (`builtin:<name>` or a host executor name, as the
+/// manifest's parser reads it), and not a built-in's.
 fn check_executor_name(name: &str) -> Result<(), String> {
     if RESERVED_EXECUTORS.contains(&name) {
         return Err(format!(
             "executor {name:?} is built in and cannot be replaced by a host command"
         ));
     }
-    let name_ok = |s: &str, extra: &[char]| {
-        let mut chars = s.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && chars.all(|c| {
-                c.is_ascii_lowercase()
-                    || c.is_ascii_digit()
-                    || matches!(c, '.' | '_' | '-')
-                    || extra.contains(&c)
-            })
-    };
-    let valid = name.len() <= USES_BYTES_MAX
-        && match name.strip_prefix("builtin:") {
-            Some(rest) => name_ok(rest, &[]),
-            None => name_ok(name, &['/', ':']),
-        };
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "executor name {name:?} is not a valid `uses` value, expected builtin:<name> with name ^[a-z0-9][a-z0-9._-]*$ (or a host executor name ^[a-z0-9][a-z0-9._/:-]*$)"
-        ))
-    }
+    taskrunner_manifest::parse_uses(name)
+        .map(|_| ())
+        .map_err(|e| format!("executor name {name:?} is not a valid `uses` value: {e}"))
 }
 
 #[cfg(test)]

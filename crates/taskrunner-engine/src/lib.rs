@@ -26,7 +26,7 @@ pub use event::{
 };
 pub use journal::{Journal, JournalRecord, record_hash, replay, verify};
 pub use run::{DecisionCheck, MAP_ITEMS_MAX, RUN_STEPS_MAX, Run};
-pub use secrets::{MASK, SECRET_BYTES_MIN, Secrets};
+pub use secrets::{MASK, Masker, SECRET_BYTES_MIN, Secrets};
 pub use state::{DecisionRecord, GateWait, HeldDecision, Node, PolicyPhase, RunState};
 pub use time::Timestamp;
 pub use view::{FailurePolicyView, RunView, StepView};

@@ -1,25 +1,31 @@
 //! [`Secrets`]: secret values supplied by the host for one `apply` call, and masking.
 //!
 //! Secret values are never stored in the run state, the journal, logs or outputs: every string
-//! that enters one of them is masked first (verbatim occurrences of a value of at least
-//! [`SECRET_BYTES_MIN`] bytes become `***`). Shorter values are never masked — hosts refuse
-//! them (SPEC §8 rule 19).
+//! that enters one of them is masked first. Masking is `taskrunner-secrets`' [`Masker`] (the
+//! one masker: the union of every occurrence of every secret becomes `***`); this type only
+//! keeps the names and builds the masker once per change.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-
-/// Values shorter than this are not masked (and are refused by hosts).
-pub const SECRET_BYTES_MIN: usize = 4;
-/// What a masked occurrence becomes.
-pub const MASK: &str = "***";
+pub use taskrunner_secrets::{MASK, Masker, SECRET_BYTES_MIN};
 
 /// Secret name → value, supplied at run time. Deliberately not `Serialize`, and its `Debug`
 /// shows names only.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Secrets {
     values: BTreeMap<String, String>,
+    /// Built from `values` on every change.
+    masker: Masker,
 }
+
+impl PartialEq for Secrets {
+    fn eq(&self, other: &Secrets) -> bool {
+        self.values == other.values
+    }
+}
+
+impl Eq for Secrets {}
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,6 +44,7 @@ impl Secrets {
     /// Adds (or replaces) a secret.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.values.insert(name.into(), value.into());
+        self.masker = Masker::new(self.values.values());
     }
 
     /// Builder form of [`Secrets::insert`].
@@ -51,6 +58,11 @@ impl Secrets {
         self.values.get(name).map(String::as_str)
     }
 
+    /// The masker for these values (for drivers that mask streams or files).
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
     /// The `secrets` member of the expression context.
     pub(crate) fn to_json(&self) -> Value {
         Value::Object(
@@ -61,42 +73,14 @@ impl Secrets {
         )
     }
 
-    /// Masks every verbatim occurrence of a secret value (longest values first).
+    /// Masks every occurrence of every secret value (see [`Masker`]).
     pub fn mask(&self, text: &str) -> String {
-        // A multi-line secret (a PEM key) is also masked line by line: output is logged per
-        // line, so its lines never appear together.
-        let mut values: Vec<&str> = self
-            .values
-            .values()
-            .flat_map(|v| {
-                let lines = v.contains(['\n', '\r']).then(|| v.split(['\n', '\r']));
-                std::iter::once(v.as_str()).chain(lines.into_iter().flatten())
-            })
-            .filter(|v| v.len() >= SECRET_BYTES_MIN)
-            .collect();
-        values.dedup();
-        values.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-        let mut out = text.to_owned();
-        for v in values {
-            if out.contains(v) {
-                out = out.replace(v, MASK);
-            }
-        }
-        out
+        self.masker.mask_str(text)
     }
 
     /// Masks every string (and object key) inside a JSON value.
     pub fn mask_value(&self, value: &Value) -> Value {
-        match value {
-            Value::String(s) => Value::String(self.mask(s)),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.mask_value(v)).collect()),
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (self.mask(k), self.mask_value(v)))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
+        self.masker.mask_value(value)
     }
 }
 
@@ -117,9 +101,11 @@ mod tests {
     }
 
     #[test]
-    fn masks_long_values_only() {
+    fn masks_values_and_keys() {
+        // Hosts refuse values shorter than 4 bytes (rule 19); one that reaches the engine
+        // anyway is masked like any other (the one masker's rule, `taskrunner-secrets`).
         let s = Secrets::new().with("t", "hunter22").with("short", "abc");
-        assert_eq!(s.mask("pw=hunter22 abc"), "pw=*** abc");
+        assert_eq!(s.mask("pw=hunter22 abc"), "pw=*** ***");
         assert_eq!(
             s.mask_value(&json!({"a": ["xhunter22x", 1], "hunter22": true})),
             json!({"a": ["x***x", 1], "***": true})
@@ -131,5 +117,14 @@ mod tests {
     fn longest_first() {
         let s = Secrets::new().with("a", "abcd").with("b", "abcdefgh");
         assert_eq!(s.mask("abcdefgh abcd"), "*** ***");
+    }
+
+    #[test]
+    fn overlapping_values_leak_nothing() {
+        // Issue 10: a sequential replace turned this into `***efg`.
+        let s = Secrets::new().with("a", "bcdefg").with("b", "abcd");
+        assert_eq!(s.mask("abcdefg"), "***");
+        assert_eq!(s.clone().with("b", "abcd"), s, "equality is by values");
+        assert_ne!(s.clone().with("c", "other"), s);
     }
 }

@@ -9,7 +9,7 @@
 //! Modules:
 //! - `request`: the request/outcome/output-line values and the failure reasons;
 //! - `executor`: the [`Executor`] trait and the [`ExecutorRegistry`];
-//! - `mask`: [`Masker`], verbatim secret masking;
+//! - [`Masker`] is `taskrunner-secrets`' (the one masker), re-exported;
 //! - `lines`: the line splitter (partial lines held, line cap, lossy UTF-8, masking first);
 //! - `launcher`: [`Launcher`]/[`SandboxSpec`], the one way a process is started and stopped;
 //! - `process`: running a launched process to completion (streaming, timeout, cancel, outputs);
@@ -27,7 +27,6 @@ mod error;
 mod executor;
 mod launcher;
 mod lines;
-mod mask;
 mod process;
 mod request;
 mod sandbox;
@@ -43,7 +42,7 @@ pub use crate::launcher::{
     STOP_GRACE_MAX, SandboxSpec,
 };
 pub use crate::lines::LINE_BYTES_MAX;
-pub use crate::mask::{MASK, Masker};
 pub use crate::process::OUTPUT_FILE_BYTES_MAX;
 pub use crate::request::{ExecOutcome, ExecRequest, OutputLine, OutputStream, reason};
 pub use crate::sandbox::{Capabilities, Control, DEFAULT_READ_ONLY_PATHS, Sandbox, SandboxConfig};
+pub use taskrunner_secrets::{MASK, Masker};

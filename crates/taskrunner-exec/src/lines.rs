@@ -1,11 +1,15 @@
 //! The line splitter: turns a byte stream into complete, masked [`OutputLine`]s (rule 19).
 //!
-//! A partial line is held until its newline, the end of the stream, or the line cap. Masking
-//! is applied to the held bytes before any split, and a forced split never cuts through a
-//! secret: the splitter holds `LINE_BYTES_MAX + longest secret - 1` bytes before cutting, so
-//! every secret that starts before the cut is entirely visible when the cut is chosen.
+//! Each line's bytes go through a [`StreamMasker`] (the one masker, streaming) as they arrive,
+//! so a secret printed in several writes is masked exactly as if the line had come at once.
+//! Masked text waits until its newline, the end of the stream, or the line cap; a forced cut
+//! at the cap prefers a UTF-8 character boundary and never splits a `***`. Raw bytes that a
+//! secret could still cover (at most the longest secret minus one) stay in the stream masker,
+//! so a cut never exposes part of a secret either.
 
-use crate::mask::Masker;
+use taskrunner_secrets::{MASK, Piece, StreamMasker};
+
+use crate::Masker;
 use crate::request::{OutputLine, OutputStream};
 
 /// The longest line emitted as one [`OutputLine`]; longer lines are split (SPEC §5.8).
@@ -15,11 +19,13 @@ pub const LINE_BYTES_MAX: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct LineSplitter {
     stream: OutputStream,
-    masker: Masker,
+    /// Masks the current line (finished, and so restarted, at each newline).
+    masker: StreamMasker,
     line_bytes_max: usize,
-    /// Bytes held before a forced cut: `line_bytes_max + longest secret - 1`.
-    hold_bytes_max: usize,
-    buffer: Vec<u8>,
+    /// Masked bytes of the current line not yet emitted.
+    masked: Vec<u8>,
+    /// Where each mask in `masked` starts.
+    masks: Vec<usize>,
 }
 
 impl LineSplitter {
@@ -32,87 +38,97 @@ impl LineSplitter {
         masker: Masker,
         line_bytes_max: usize,
     ) -> LineSplitter {
-        // A cap below 4 bytes could not hold one UTF-8 character.
-        let line_bytes_max = line_bytes_max.max(4);
-        let hold_bytes_max = line_bytes_max + masker.longest_bytes().saturating_sub(1);
         LineSplitter {
             stream,
-            masker,
-            line_bytes_max,
-            hold_bytes_max,
-            buffer: Vec::new(),
+            masker: masker.stream(),
+            // A cap below 4 bytes could not hold one UTF-8 character (nor one mask).
+            line_bytes_max: line_bytes_max.max(4),
+            masked: Vec::new(),
+            masks: Vec::new(),
         }
     }
 
     /// Feeds bytes; returns the lines they complete.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<OutputLine> {
-        self.buffer.extend_from_slice(bytes);
         let mut lines = Vec::new();
-        let mut start = 0;
-        loop {
-            let held = &self.buffer[start..];
-            match held.iter().position(|&b| b == b'\n') {
-                Some(newline) if newline < self.hold_bytes_max => {
-                    self.emit_complete(&held[..newline], &mut lines);
-                    start += newline + 1;
-                }
-                _ if held.len() >= self.hold_bytes_max => {
-                    let cut = self.forced_cut(held);
-                    self.emit_complete(&held[..cut], &mut lines);
-                    start += cut;
-                }
-                _ => break,
-            }
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            self.feed(&rest[..newline], &mut lines);
+            self.end_line(&mut lines);
+            rest = &rest[newline + 1..];
         }
-        self.buffer.drain(..start);
+        self.feed(rest, &mut lines);
         lines
     }
 
     /// Ends the stream: returns the held partial line, if any.
     pub(crate) fn finish(&mut self) -> Vec<OutputLine> {
         let mut lines = Vec::new();
-        if !self.buffer.is_empty() {
-            let held = std::mem::take(&mut self.buffer);
-            self.emit_complete(&held, &mut lines);
+        if !self.masked.is_empty() || self.masker.pending_bytes() > 0 {
+            self.end_line(&mut lines);
         }
         lines
     }
 
-    /// Where to cut a held run of at least `hold_bytes_max` bytes without a newline.
-    fn forced_cut(&self, held: &[u8]) -> usize {
-        let mut cut = self.line_bytes_max;
-        // Never cut through a secret: move the cut before (or, at the very start, after) it.
-        // Every secret starting before `cut` ends within `held` (see the module doc).
-        if !self.masker.is_empty() {
-            let mut i = 0;
-            while i < cut {
-                match self.masker.match_at(&held[i..]) {
-                    Some(len) if i + len > cut => {
-                        cut = if i == 0 { len } else { i };
-                        break;
-                    }
-                    Some(len) => i += len,
-                    None => i += 1,
-                }
-            }
+    /// Masks bytes of the current line; emits cap-sized pieces once there are enough.
+    fn feed(&mut self, bytes: &[u8], lines: &mut Vec<OutputLine>) {
+        let (masked, masks) = (&mut self.masked, &mut self.masks);
+        self.masker
+            .push_pieces(bytes, |piece| append(masked, masks, piece));
+        while self.masked.len() >= self.line_bytes_max {
+            self.emit_cut(lines);
         }
+    }
+
+    /// The current line is complete: emits what is left of it.
+    fn end_line(&mut self, lines: &mut Vec<OutputLine>) {
+        let (masked, masks) = (&mut self.masked, &mut self.masks);
+        self.masker
+            .finish_pieces(|piece| append(masked, masks, piece));
+        while self.masked.len() > self.line_bytes_max {
+            self.emit_cut(lines);
+        }
+        let rest = std::mem::take(&mut self.masked);
+        self.masks.clear();
+        self.emit(&rest, lines);
+    }
+
+    /// Emits the masked bytes before a forced cut.
+    fn emit_cut(&mut self, lines: &mut Vec<OutputLine>) {
+        let cut = self.forced_cut();
+        let head: Vec<u8> = self.masked.drain(..cut).collect();
+        self.masks.retain(|&m| m >= cut);
+        self.masks.iter_mut().for_each(|m| *m -= cut);
+        self.emit(&head, lines);
+    }
+
+    /// Where to cut the masked bytes (at least `line_bytes_max` of them) of a long line.
+    fn forced_cut(&self) -> usize {
+        let held = &self.masked;
+        let mut cut = self.line_bytes_max.min(held.len());
         // Prefer a UTF-8 character boundary (at most 3 bytes back).
-        let is_boundary = |i: usize| i >= held.len() || !is_continuation(held[i]);
+        let is_boundary = |i: usize| held.get(i).is_none_or(|&b| !is_continuation(b));
         let mut boundary = cut;
         while boundary > 0 && cut - boundary < 3 && !is_boundary(boundary) {
             boundary -= 1;
         }
         if boundary > 0 && is_boundary(boundary) {
-            boundary
-        } else {
-            cut
+            cut = boundary;
         }
+        // Never split a mask: cut before it (or, at the very start, after it).
+        if let Some(&m) = self
+            .masks
+            .iter()
+            .find(|&&m| m < cut && cut < m + MASK.len())
+        {
+            cut = if m > 0 { m } else { m + MASK.len() };
+        }
+        cut
     }
 
-    /// Masks a complete line, converts it lossily, and splits it at the cap.
-    fn emit_complete(&self, raw: &[u8], lines: &mut Vec<OutputLine>) {
-        let masked = self.masker.mask_bytes(raw);
-        let text = String::from_utf8_lossy(&masked);
+    /// Converts masked bytes lossily and emits them, split at the cap.
+    fn emit(&self, masked: &[u8], lines: &mut Vec<OutputLine>) {
+        let text = String::from_utf8_lossy(masked);
         let mut rest: &str = &text;
         loop {
             if rest.len() <= self.line_bytes_max {
@@ -125,6 +141,16 @@ impl LineSplitter {
             }
             lines.push(OutputLine::new(self.stream, &rest[..cut]));
             rest = &rest[cut..];
+        }
+    }
+}
+
+fn append(masked: &mut Vec<u8>, masks: &mut Vec<usize>, piece: Piece<'_>) {
+    match piece {
+        Piece::Clear(bytes) => masked.extend_from_slice(bytes),
+        Piece::Mask => {
+            masks.push(masked.len());
+            masked.extend_from_slice(MASK.as_bytes());
         }
     }
 }
@@ -176,6 +202,30 @@ mod tests {
             );
             assert!(lines.iter().all(|l| l.len() <= 8), "{lines:?}");
         }
+    }
+
+    #[test]
+    fn overlapping_secrets_in_separate_writes_leave_nothing() {
+        let masker = Masker::new(["bcdefg", "abcd"]);
+        let mut s = LineSplitter::new(OutputStream::Stdout, masker);
+        assert!(s.push(b"x ab").is_empty());
+        assert!(s.push(b"cde").is_empty());
+        assert_eq!(texts(s.push(b"fg y\nabcd")), ["x *** y"]);
+        assert_eq!(texts(s.finish()), ["***"]);
+    }
+
+    #[test]
+    fn a_long_run_of_secrets_is_one_mask_across_cuts() {
+        // Covered bytes run on past the cap: each cut emits what is final, the run stays one
+        // mask and no `*` of it lands in a second line.
+        let masker = Masker::new(["abab"]);
+        let mut s = LineSplitter::with_cap(OutputStream::Stdout, masker, 8);
+        let mut lines = texts(s.push(b"0123456ab"));
+        for _ in 0..50 {
+            lines.extend(texts(s.push(b"ab")));
+        }
+        lines.extend(texts(s.push(b"!\n")));
+        assert_eq!(lines, ["0123456", "***!"]);
     }
 
     #[test]

@@ -22,10 +22,10 @@ use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::Masker;
 use crate::error::ExecError;
 use crate::launcher::{GroupGuard, Launcher, ProcessSpec};
 use crate::lines::LineSplitter;
-use crate::mask::Masker;
 use crate::request::{ExecOutcome, ExecRequest, OutputLine, OutputStream, reason};
 
 /// The largest `$TASKRUNNER_OUTPUT` file read; a larger one fails the attempt.

@@ -1,5 +1,6 @@
-//! Runs the official JMESPath compliance suite (`shared/jmespath-compliance`, beside the
-//! repository root) against the implementation: every case with a `result` or an `error`.
+//! Runs the official JMESPath compliance suite (vendored in `fixtures/jmespath-compliance/`, see
+//! its README for origin and licence) against the implementation: every case with a `result` or
+//! an `error`.
 
 use std::fs;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use serde_json::Value;
 use taskrunner_expr::{EvalError, Expression, ParseError};
 
 fn suite_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/jmespath-compliance")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/jmespath-compliance")
 }
 
 /// JSON equality with numbers compared numerically (`1 == 1.0`).

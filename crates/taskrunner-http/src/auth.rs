@@ -74,22 +74,13 @@ pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Ap
         (None, Some(header)) => header.to_owned(),
         (None, None) => state.config.default_tenant.clone(),
     };
-    taskrunner_runtime::check_tenant(&tenant).map_err(|e| {
-        ApiError::bad_request("header.X-StellaOps-Tenant", strip_prefix(&e.to_string()))
-    })?;
+    taskrunner_store::validate::tenant(&tenant)
+        .map_err(|e| ApiError::bad_request("header.X-StellaOps-Tenant", e.to_string()))?;
     Ok(Caller { principal, tenant })
 }
 
-/// 400 unless `run_id` matches `^[a-zA-Z0-9_-]{1,128}$` (rule 26).
+/// 400 unless `run_id` is a run id (rule 26, owned by the store's validator).
 pub(crate) fn check_run_id(run_id: &str, path: &str) -> Result<(), ApiError> {
-    taskrunner_runtime::check_run_id(run_id)
-        .map_err(|e| ApiError::bad_request(path, strip_prefix(&e.to_string())))
-}
-
-/// `RuntimeError::BadRequest` displays as `bad request: …`; the envelope has its own code.
-fn strip_prefix(message: &str) -> String {
-    message
-        .strip_prefix("bad request: ")
-        .unwrap_or(message)
-        .to_owned()
+    taskrunner_store::validate::run_id(run_id)
+        .map_err(|e| ApiError::bad_request(path, e.to_string()))
 }

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
 use taskrunner_engine::{Decision, RunView, StepView, Timestamp};
-use taskrunner_store::{ArtifactRecord, RunRecord};
+use taskrunner_runtime::{Artifact, RunSummary};
 
 use crate::error::ApiError;
 
@@ -227,10 +227,10 @@ fn step(s: &StepView) -> Value {
 }
 
 /// `RunArtifact` plus the extensions `sha256` (bare hex) and `sizeBytes` (SPEC §5.6).
-pub(crate) fn artifact(a: &ArtifactRecord) -> Value {
+pub(crate) fn artifact(a: &Artifact) -> Value {
     let mut o = Map::new();
     o.insert("name".into(), json!(a.name));
-    o.insert("type".into(), json!(a.kind));
+    o.insert("type".into(), json!(a.kind.as_str()));
     let optional = [
         ("sourcePath", &a.source_path),
         ("storedPath", &a.stored_path),
@@ -243,9 +243,9 @@ pub(crate) fn artifact(a: &ArtifactRecord) -> Value {
             o.insert(key.into(), json!(v));
         }
     }
-    o.insert("status".into(), json!(a.status));
-    if let Some(t) = a.captured_at_ms {
-        o.insert("capturedAt".into(), time(Timestamp(t)));
+    o.insert("status".into(), json!(a.status.as_str()));
+    if let Some(t) = a.captured_at {
+        o.insert("capturedAt".into(), time(t));
     }
     if let Some(n) = a.size_bytes {
         o.insert("sizeBytes".into(), json!(n));
@@ -254,16 +254,16 @@ pub(crate) fn artifact(a: &ArtifactRecord) -> Value {
 }
 
 /// One entry of the `GET /v1/task-runner/runs` extension (`RunSummary`).
-pub(crate) fn run_summary(r: &RunRecord) -> Value {
+pub(crate) fn run_summary(r: &RunSummary) -> Value {
     json!({
         "runId": r.run_id,
         "tenantId": r.tenant,
-        "status": r.status,
+        "status": r.status.as_str(),
         "planHash": r.plan_hash,
         "packName": r.pack_name,
         "packVersion": r.pack_version,
-        "createdAt": time(Timestamp(r.created_at_ms)),
-        "updatedAt": time(Timestamp(r.updated_at_ms)),
+        "createdAt": time(r.created_at),
+        "updatedAt": time(r.updated_at),
     })
 }
 

@@ -223,10 +223,7 @@ impl Stream {
     /// Whether the run is finished (terminal in the store).
     async fn finished(&self) -> Result<bool, Stop> {
         match self.runtime.run_record(&self.tenant, &self.run_id).await {
-            Ok(Some(record)) => Ok(matches!(
-                record.status.as_str(),
-                "Succeeded" | "Failed" | "Cancelled"
-            )),
+            Ok(Some(record)) => Ok(record.status.is_terminal()),
             Ok(None) => Ok(true),
             Err(e) => {
                 tracing::warn!(error = %e, "log stream: run state could not be read");

@@ -8,7 +8,8 @@ use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
 
-/// The contract, byte for byte as in the shared `taskrunner-openapi.yaml` (a test checks it).
+/// The contract, byte for byte as the reference `taskrunner-openapi.yaml` (a test compares them
+/// when a reference copy is at hand); the repository's one copy of it.
 pub const CONTRACT_YAML: &str = include_str!("../openapi/contract.yaml");
 /// The extensions (SPEC §6.5 and the extension fields), merged over the contract.
 pub const EXTENSIONS_YAML: &str = include_str!("../openapi/extensions.yaml");

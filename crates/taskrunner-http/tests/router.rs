@@ -131,6 +131,31 @@ async fn every_400_of_simulate_and_create_is_a_plan_error_response() {
 }
 
 #[tokio::test]
+async fn id_errors_name_the_value_and_the_rule() {
+    // Rule 26 is the store's validator; the answer names the value and the pattern.
+    let app = app().await;
+    let a = get(&app.router, "/v1/task-runner/runs/bad.id").await;
+    assert_error(&a, 400, "bad_request");
+    assert_eq!(
+        a.json()["error"]["message"],
+        "run id 'bad.id' must match ^[a-zA-Z0-9_-]{1,128}$"
+    );
+    let a = send(
+        &app.router,
+        req("GET", "/v1/task-runner/runs/r-1")
+            .header("x-stellaops-tenant", "Not-A-Tenant")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_error(&a, 400, "bad_request");
+    assert_eq!(
+        a.json()["error"]["message"],
+        "tenant 'Not-A-Tenant' must match ^[a-z0-9][a-z0-9._-]{0,62}$"
+    );
+}
+
+#[tokio::test]
 async fn non_json_bodies_are_415() {
     let app = app().await;
     for content_type in [Some("text/plain"), None] {

@@ -14,6 +14,7 @@ mod model;
 mod refs;
 mod schema;
 mod suggest;
+mod uses;
 mod validate;
 mod yaml;
 
@@ -21,6 +22,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use inputs::{coerce_cli_input, resolve_inputs};
 pub use model::*;
 pub use schema::{INPUT_SCHEMA_BYTES_MAX, INPUT_SCHEMA_DEPTH_MAX, INTEGER_ABS_MAX};
+pub use uses::{InvalidUses, USES_BYTES_MAX, Uses, parse_uses};
 
 /// Parses and validates a manifest. Collects all problems.
 pub fn parse(yaml: &str) -> Result<Manifest, Diagnostics> {

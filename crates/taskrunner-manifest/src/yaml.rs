@@ -3,8 +3,13 @@
 //! Owns the reading limits (input size, nesting depth, alias expansion), the YAML 1.2 core
 //! schema settings of `serde-saphyr`, and the translation of its errors into diagnostics.
 //! Nothing here knows the manifest schema; `crate::validate` maps the tree.
+//!
+//! Reading is two steps, both plain functions of their input: serde-saphyr reads the text into
+//! a [`RawNode`] tree (values as it resolved them, with positions and byte spans), then
+//! [`resolve`] re-reads plain scalars from the source text with the YAML 1.2 core schema and sets
+//! repeated keys aside, producing the [`Node`] tree. The source travels as a parameter; there is
+//! no per-thread state.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -110,51 +115,73 @@ pub(crate) fn float_text(f: f64) -> String {
     }
 }
 
-thread_local! {
-    /// The text being read by [`read`], so that [`Node`] can look at a scalar's source spelling
-    /// (serde-saphyr hands integers beyond 64 bits to the visitor as floats).
-    static SOURCE: RefCell<Option<String>> = const { RefCell::new(None) };
+/// A node as serde-saphyr hands it over: scalars as it resolved them, every mapping entry in
+/// order (repeated keys included), its position and its byte span in the source. [`resolve`]
+/// turns it into a [`Node`].
+struct RawNode {
+    value: RawValue,
+    pos: Pos,
+    /// `(byte offset, byte length)` of the node's text, where serde-saphyr knows it.
+    span: Option<(u64, u64)>,
 }
 
-/// Sets [`SOURCE`] for the duration of one read.
-struct SourceGuard;
-
-impl SourceGuard {
-    fn set(text: &str) -> SourceGuard {
-        SOURCE.with(|s| *s.borrow_mut() = Some(text.to_owned()));
-        SourceGuard
-    }
+enum RawValue {
+    /// A scalar value (never `Value::Seq` or `Value::Map`).
+    Scalar(Value),
+    Seq(Vec<RawNode>),
+    /// `(key, value)` pairs; keys are scalars (a collection key fails the read).
+    Map(Vec<(RawNode, RawNode)>),
 }
 
-impl Drop for SourceGuard {
-    fn drop(&mut self) {
-        SOURCE.with(|s| *s.borrow_mut() = None);
-    }
-}
-
-impl<'de> Deserialize<'de> for Node {
+impl<'de> Deserialize<'de> for RawNode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let spanned = Spanned::<Value>::deserialize(deserializer)?;
+        let spanned = Spanned::<RawValue>::deserialize(deserializer)?;
         let span = spanned.defined.span();
-        Ok(finish_node(
-            spanned.value,
-            Pos::from_location(&spanned.referenced),
-            span.byte_offset().zip(span.byte_len()),
-        ))
+        Ok(RawNode {
+            value: spanned.value,
+            pos: Pos::from_location(&spanned.referenced),
+            span: span.byte_offset().zip(span.byte_len()),
+        })
     }
 }
 
-/// The post-processing of one node, kept out of the recursive `deserialize` frame (nesting
-/// is bounded by `YAML_DEPTH_MAX`, but deserializer threads may have small stacks).
-#[inline(never)]
-fn finish_node(mut value: Value, pos: Pos, span: Option<(u64, u64)>) -> Node {
-    if let (Value::Int(_) | Value::Float(_) | Value::Str(_), Some((offset, len))) = (&value, span) {
-        SOURCE.with(|s| {
-            if let Some(src) = s.borrow().as_deref() {
-                resolve_core_scalar(&mut value, src, offset, len);
+/// The [`Node`] tree of a [`RawNode`] tree read from `source`: plain scalars re-read from their
+/// source text (YAML 1.2 core schema), mapping keys rendered as text, and for each mapping the
+/// first occurrence of a key kept and the later ones set aside in `duplicates`.
+///
+/// Recursion depth is the document's nesting, bounded by `YAML_DEPTH_MAX`.
+fn resolve(raw: RawNode, source: &str) -> Node {
+    let RawNode { value, pos, span } = raw;
+    let mut value = match value {
+        RawValue::Scalar(mut scalar) => {
+            if let (Value::Int(_) | Value::Float(_) | Value::Str(_), Some((offset, len))) =
+                (&scalar, span)
+            {
+                resolve_core_scalar(&mut scalar, source, offset, len);
             }
-        });
-    }
+            scalar
+        }
+        RawValue::Seq(items) => Value::Seq(
+            items
+                .into_iter()
+                .map(|item| resolve(item, source))
+                .collect(),
+        ),
+        RawValue::Map(pairs) => Value::Map(
+            pairs
+                .into_iter()
+                .map(|(key, value)| {
+                    let key = resolve(key, source);
+                    Entry {
+                        // Keys are scalars (checked while reading), so they always have a text.
+                        key: key.value.key_text().unwrap_or_default(),
+                        key_pos: key.pos,
+                        value: resolve(value, source),
+                    }
+                })
+                .collect(),
+        ),
+    };
     let duplicates = match &mut value {
         Value::Map(entries) => split_duplicates(entries),
         _ => Vec::new(),
@@ -289,81 +316,77 @@ fn is_core_float(text: &str) -> bool {
     mantissa_ok && exponent_ok
 }
 
-impl<'de> Deserialize<'de> for Value {
+impl<'de> Deserialize<'de> for RawValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ValueVisitor)
+        deserializer.deserialize_any(RawValueVisitor)
     }
 }
 
-struct ValueVisitor;
+struct RawValueVisitor;
 
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value;
+impl<'de> Visitor<'de> for RawValueVisitor {
+    type Value = RawValue;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any YAML value")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E: de::Error>(self) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Null))
     }
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_none<E: de::Error>(self) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Null))
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Value::deserialize(d)
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<RawValue, D::Error> {
+        RawValue::deserialize(d)
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Bool(v)))
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Int(i128::from(v)))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Int(i128::from(v))))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Int(i128::from(v)))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Int(i128::from(v))))
     }
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
-        Ok(Value::Int(v))
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Int(v)))
     }
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
-        Ok(match i128::try_from(v) {
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(match i128::try_from(v) {
             Ok(i) => Value::Int(i),
             Err(_) => Value::BigInt(v.to_string()),
-        })
+        }))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::Float(v))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Float(v)))
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Str(v.to_owned()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Str(v.to_owned())))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Str(v))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<RawValue, E> {
+        Ok(RawValue::Scalar(Value::Str(v)))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawValue, A::Error> {
         let mut items = Vec::new();
-        while let Some(node) = seq.next_element::<Node>()? {
+        while let Some(node) = seq.next_element::<RawNode>()? {
             items.push(node);
         }
-        Ok(Value::Seq(items))
+        Ok(RawValue::Seq(items))
     }
     /// Every entry, repeated keys included (the duplicate-key policy forwards them);
-    /// [`Node`] keeps the first occurrence of each key and sets the others aside.
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<Node>()? {
-            let Some(text) = key.value.key_text() else {
+    /// [`resolve`] keeps the first occurrence of each key and sets the others aside.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some(key) = map.next_key::<RawNode>()? {
+            if !matches!(key.value, RawValue::Scalar(_)) {
                 return Err(de::Error::custom(
                     "expected a scalar mapping key, found a collection",
                 ));
-            };
-            let value = map.next_value::<Node>()?;
-            entries.push(Entry {
-                key: text,
-                key_pos: key.pos,
-                value,
-            });
+            }
+            let value = map.next_value::<RawNode>()?;
+            pairs.push((key, value));
         }
-        Ok(Value::Map(entries))
+        Ok(RawValue::Map(pairs))
     }
 }
 
@@ -425,10 +448,9 @@ pub(crate) fn read_document(yaml: &str, what: &str) -> Result<Node, Diagnostic> 
         legacy_octal_numbers: false,
         with_snippet: false,
     };
-    let _source = SourceGuard::set(yaml);
-    let node: Node = serde_saphyr::from_str_with_options(yaml, options)
+    let raw: RawNode = serde_saphyr::from_str_with_options(yaml, options)
         .map_err(|err| diagnostic_from_error(&err))?;
-    Ok(node)
+    Ok(resolve(raw, yaml))
 }
 
 /// Unwraps snippet/alias wrappers to the error that says what went wrong.
@@ -664,6 +686,38 @@ mod tests {
             .spawn(move || read(&text).is_ok())
             .expect("thread");
         assert!(handle.join().expect("no stack overflow"));
+    }
+
+    #[test]
+    fn collection_keys_are_refused() {
+        for text in ["? [a, b]\n: 1\n", "x:\n  ? {k: v}\n  : 1\n"] {
+            let err = read(text).expect_err("collection key");
+            assert_eq!(err.code, codes::YAML_SYNTAX, "{err:?}");
+            assert!(
+                err.message
+                    .contains("expected a scalar mapping key, found a collection"),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_are_independent() {
+        // The source text is a parameter of each read: a read nested in another's lifetime, or
+        // one after a failed read, sees only its own text.
+        let big = "12345678901234567890123";
+        assert!(read("a: [1, 2\n").is_err());
+        assert_eq!(scalar(big), Value::Int(12_345_678_901_234_567_890_123));
+        let outer = read(&format!("a: {big}\n")).expect("tree");
+        let inner = read("b: 0x1F\n").expect("tree");
+        let (Value::Map(outer), Value::Map(inner)) = (outer.value, inner.value) else {
+            panic!("maps")
+        };
+        assert_eq!(
+            outer[0].value.value,
+            Value::Int(12_345_678_901_234_567_890_123)
+        );
+        assert_eq!(inner[0].value.value, Value::Int(31));
     }
 
     #[test]

@@ -5,12 +5,14 @@
 
 use serde_json::{Value, json};
 
+/// The contract, from the one copy the repository keeps: the file `taskrunner-http` embeds and
+/// serves (this crate cannot depend on the HTTP crate, so it reads the file).
 fn contract() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/taskrunner-openapi.yaml"
+        "/../taskrunner-http/openapi/contract.yaml"
     );
-    let text = std::fs::read_to_string(path).expect("the contract sits beside the repository");
+    let text = std::fs::read_to_string(path).expect("the contract copy of taskrunner-http");
     serde_saphyr::from_str(&text).expect("the contract is valid YAML")
 }
 

@@ -2,22 +2,22 @@
 //! plus one of the host's own, a clock and a secret provider; create a run; follow its log;
 //! approve its gate; read the final state.
 //!
+//! Everything comes from `taskrunner_runtime` (plus `tokio`): one dependency to embed.
+//!
 //! Run with `cargo run -p taskrunner-runtime --example embed`.
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use serde_json::{Map, Value, json};
-use taskrunner_engine::{Decision, RunStatus};
-use taskrunner_exec::{
-    ExecOutcome, ExecRequest, Executor, ExecutorRegistry, OutputLine, OutputStream,
+use taskrunner_runtime::exec::{
+    BoxFuture, ExecOutcome, ExecRequest, Executor, ExecutorRegistry, OutputLine, OutputStream,
 };
+use taskrunner_runtime::serde_json::{Map, Value, json};
+use taskrunner_runtime::store::{MemoryStore, Store};
 use taskrunner_runtime::{
-    CreateRun, DecisionRequest, Runtime, RuntimeConfig, StaticSecrets, SystemClock,
+    CancellationToken, CreateRun, Decision, DecisionRequest, RunStatus, Runtime, RuntimeConfig,
+    StaticSecrets, SystemClock,
 };
-use taskrunner_store::{MemoryStore, Store};
 use tokio::sync::mpsc::Sender;
-use tokio_util::sync::CancellationToken;
 
 /// The host's own executor: `uses: builtin:inventory` looks hosts up in the service's memory.
 #[derive(Debug)]

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use taskrunner_engine::{Journal, LogEntry, Run, RunInfo, RunStatus, Secrets};
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_plan::{Diagnostic, Diagnostics, Plan, PlanError, PlanStep, PlanStepKind};
-use taskrunner_store::{ArtifactRecord, NewRun, StoreError};
+use taskrunner_store::{NewRun, StoreError};
 
 use crate::api::{CreateRun, SECRET_BYTES_MIN, check_run_id, check_tenant, codes};
 use crate::error::RuntimeError;
+use crate::output::artifact;
 use crate::records::to_new_log;
 use crate::shared::Shared;
+use crate::views::ArtifactKind;
 
 impl Shared {
     /// Admits and stores a new run (`Pending`, its creation logged); returns its fresh state
@@ -76,20 +78,12 @@ impl Shared {
         let artifacts = plan
             .outputs()
             .iter()
-            .map(|o| ArtifactRecord {
-                name: o.name().to_owned(),
-                kind: match o {
-                    taskrunner_plan::PlanOutput::File { .. } => "file".into(),
-                    _ => "object".into(),
-                },
-                source_path: None,
-                stored_path: None,
-                status: "pending".into(),
-                notes: None,
-                captured_at_ms: None,
-                expression_json: None,
-                sha256: None,
-                size_bytes: None,
+            .map(|o| {
+                let kind = match o {
+                    taskrunner_plan::PlanOutput::File { .. } => ArtifactKind::File,
+                    _ => ArtifactKind::Object,
+                };
+                artifact(o.name(), kind)
             })
             .collect();
         let new_run = NewRun {

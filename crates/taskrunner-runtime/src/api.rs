@@ -18,10 +18,17 @@ pub mod codes {
     pub const MISSING_SECRET: &str = "TR-R0002";
     /// A secret value is shorter than 4 bytes (it could not be masked safely).
     pub const SECRET_TOO_SHORT: &str = "TR-R0003";
+
+    /// Every code with a one-line summary; each has a page `docs/errors/<code>.md`.
+    pub const ALL: &[(&str, &str)] = &[
+        (UNKNOWN_EXECUTOR, "executor not available on this host"),
+        (MISSING_SECRET, "required secret not available on this host"),
+        (SECRET_TOO_SHORT, "secret value too short to mask"),
+    ];
 }
 
 /// Shortest secret value accepted (SPEC §8 rule 19).
-pub const SECRET_BYTES_MIN: usize = 4;
+pub const SECRET_BYTES_MIN: usize = taskrunner_engine::SECRET_BYTES_MIN;
 
 /// Runtime settings.
 #[derive(Debug, Clone)]
@@ -56,20 +63,26 @@ impl RuntimeConfig {
 /// A request to create a run (SPEC §5.1).
 #[derive(Debug, Clone, Default)]
 pub struct CreateRun {
+    /// The tenant the run belongs to (rule 26, see [`check_tenant`]).
     pub tenant: String,
     /// Generated when absent (unique, sortable, `^[a-zA-Z0-9_-]+$`).
     pub run_id: Option<String>,
     /// The manifest text.
     pub manifest: String,
+    /// The pack's inputs by name (defaults fill in the rest).
     pub inputs: Map<String, Value>,
 }
 
 /// A decision on an approval (SPEC §5.4).
 #[derive(Debug, Clone)]
 pub struct DecisionRequest {
+    /// Approve or reject.
     pub decision: Decision,
+    /// The run's plan hash as the caller saw it (a mismatch is refused).
     pub plan_hash: String,
+    /// Who decides (journaled with the decision).
     pub actor: String,
+    /// Why, in the decider's words (optional).
     pub summary: Option<String>,
     /// The caller's scopes, checked against the approval's `grants` (SPEC §1.3, rule 16: after
     /// 404, before the plan hash). `None` = unrestricted (`none` mode, the CLI).
@@ -79,13 +92,16 @@ pub struct DecisionRequest {
 /// The answer to a decision: `{status, resumed}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecisionOutcome {
+    /// The decision now recorded for the approval.
     pub status: Decision,
+    /// The gate opened (every approval it waits for is approved) and the run carries on.
     pub resumed: bool,
 }
 
 /// What a run looks like right now, as published by its actor.
 #[derive(Debug, Clone)]
 pub struct RunSnapshot {
+    /// The run's state.
     pub view: RunView,
     /// Attempts currently executing.
     pub running_attempts: usize,
@@ -124,9 +140,6 @@ pub fn check_run_id(run_id: &str) -> Result<(), RuntimeError> {
 }
 
 /// A store validator's refusal as a bad request (its message names the field and the rule).
-fn bad_request(e: taskrunner_store::StoreError) -> RuntimeError {
-    match e {
-        taskrunner_store::StoreError::Invalid(why) => RuntimeError::BadRequest(why),
-        other => RuntimeError::BadRequest(other.to_string()),
-    }
+fn bad_request(e: taskrunner_store::validate::InvalidId) -> RuntimeError {
+    RuntimeError::BadRequest(e.to_string())
 }

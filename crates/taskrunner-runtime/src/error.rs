@@ -26,7 +26,10 @@ pub enum RuntimeError {
     Forbidden(String),
     /// The decision's plan hash is not the run's (HTTP 409 `plan_hash_mismatch`).
     #[error("plan hash mismatch: the run's plan is {expected}")]
-    PlanHashMismatch { expected: String },
+    PlanHashMismatch {
+        /// The run's plan hash.
+        expected: String,
+    },
     /// The run already finished (HTTP 409 `run_terminal`).
     #[error("run is already {0}")]
     RunTerminal(String),
@@ -41,7 +44,12 @@ pub enum RuntimeError {
     Store(#[from] taskrunner_store::StoreError),
     /// A stored run could not be read back (plan or journal did not verify).
     #[error("stored run {run_id} is corrupt: {message}")]
-    Corrupt { run_id: String, message: String },
+    Corrupt {
+        /// The run.
+        run_id: String,
+        /// What did not verify.
+        message: String,
+    },
     /// Anything else that is our fault (HTTP 500).
     #[error("internal: {0}")]
     Internal(String),

@@ -6,13 +6,14 @@ use std::path::{Component, Path};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use taskrunner_engine::OutputResult;
+use taskrunner_engine::{OutputResult, Secrets};
 use taskrunner_exec::{OutputLine, OutputStream};
 use taskrunner_store::{ArtifactRecord, BlobSource, LogRecord, NewLog, Store};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::ports::Clock;
 use crate::shared::Shared;
+use crate::views::{ArtifactKind, ArtifactStatus};
 use crate::writer::RunWriter;
 
 /// Output lines written to the store in one append at most.
@@ -27,6 +28,7 @@ pub(crate) async fn capture_outputs(
     run_id: &str,
     workspace: &Path,
     outputs: Vec<OutputResult>,
+    secrets: &Secrets,
 ) -> Vec<NewLog> {
     let stores = &shared.stores;
     let now = shared.clock.now();
@@ -35,25 +37,25 @@ pub(crate) async fn capture_outputs(
         let record = match output {
             OutputResult::Object { name, value, error } => match (value, error) {
                 (Some(value), _) => ArtifactRecord {
-                    status: "captured".into(),
+                    status: ArtifactStatus::Captured.as_str().into(),
                     captured_at_ms: Some(now.millis()),
                     expression_json: Some(taskrunner_plan::jcs::to_canonical(&value)),
-                    ..artifact(&name, "object")
+                    ..artifact(&name, ArtifactKind::Object)
                 },
                 (None, error) => {
                     let notes = error.unwrap_or_else(|| "the expression produced no value".into());
                     failures.push((name.clone(), notes.clone()));
                     ArtifactRecord {
-                        status: "failed".into(),
+                        status: ArtifactStatus::Failed.as_str().into(),
                         notes: Some(notes),
-                        ..artifact(&name, "object")
+                        ..artifact(&name, ArtifactKind::Object)
                     }
                 }
             },
             OutputResult::File { name, path, error } => {
                 let captured = match (path, error) {
                     (Some(path), None) => {
-                        capture_file(stores, tenant, run_id, workspace, &name, &path)
+                        capture_file(stores, tenant, run_id, workspace, &name, &path, secrets)
                             .await
                             .map(|r| (path, r))
                     }
@@ -63,19 +65,19 @@ pub(crate) async fn capture_outputs(
                     Ok((path, (stored_path, sha256, size))) => ArtifactRecord {
                         source_path: Some(path),
                         stored_path: Some(stored_path),
-                        status: "captured".into(),
+                        status: ArtifactStatus::Captured.as_str().into(),
                         captured_at_ms: Some(now.millis()),
                         sha256: Some(sha256),
                         size_bytes: Some(size),
-                        ..artifact(&name, "file")
+                        ..artifact(&name, ArtifactKind::File)
                     },
                     Err((path, notes)) => {
                         failures.push((name.clone(), notes.clone()));
                         ArtifactRecord {
                             source_path: path,
-                            status: "failed".into(),
+                            status: ArtifactStatus::Failed.as_str().into(),
                             notes: Some(notes),
-                            ..artifact(&name, "file")
+                            ..artifact(&name, ArtifactKind::File)
                         }
                     }
                 }
@@ -107,6 +109,7 @@ async fn capture_file(
     workspace: &Path,
     name: &str,
     path: &str,
+    secrets: &Secrets,
 ) -> Result<(String, String, u64), (Option<String>, String)> {
     let fail = |why: String| (Some(path.to_owned()), why);
     let relative = Path::new(path);
@@ -129,6 +132,10 @@ async fn capture_file(
     if !full.is_file() {
         return Err(fail("not a regular file".into()));
     }
+    // A file holding a secret is refused, never copied into the data directory (rule 19).
+    crate::artifact_secrets::refuse_if_secret(secrets.masker(), &full)
+        .await
+        .map_err(fail)?;
     let blob = stores
         .artifacts
         .put_file(tenant, run_id, name, BlobSource::File(full))
@@ -210,13 +217,13 @@ pub(crate) async fn forward_output(
 }
 
 /// A declared artifact, not captured yet.
-pub(crate) fn artifact(name: &str, kind: &str) -> ArtifactRecord {
+pub(crate) fn artifact(name: &str, kind: ArtifactKind) -> ArtifactRecord {
     ArtifactRecord {
         name: name.to_owned(),
-        kind: kind.to_owned(),
+        kind: kind.as_str().to_owned(),
         source_path: None,
         stored_path: None,
-        status: "pending".into(),
+        status: ArtifactStatus::Pending.as_str().into(),
         notes: None,
         captured_at_ms: None,
         expression_json: None,

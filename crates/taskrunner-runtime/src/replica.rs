@@ -583,6 +583,7 @@ impl Runtime {
                 &info.run_id,
                 &workspace,
                 outputs,
+                &secrets,
             )
             .await;
             splice_before_end(&mut logs, failures);

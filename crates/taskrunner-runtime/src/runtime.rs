@@ -21,9 +21,7 @@ use std::time::Duration;
 use taskrunner_engine::{Event, Journal, Run, RunStatus, RunView};
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_plan::Plan;
-use taskrunner_store::{
-    ArtifactRecord, Lease, ListQuery, LogRecord, Page, RunRecord, Store, StoreError,
-};
+use taskrunner_store::{Lease, ListQuery, LogRecord, Store, StoreError};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +35,7 @@ use crate::ports::{Clock, SecretProvider};
 use crate::registry::{ActorHandle, Registry, RunKey};
 use crate::replica::Replica;
 use crate::shared::Shared;
+use crate::views::{Artifact, RunPage, RunSummary};
 
 /// Most run states of runs out of memory kept by `get_run` (the cache starts over when full).
 const VIEW_CACHE_MAX: usize = 4096;
@@ -340,17 +339,23 @@ impl Runtime {
         &self,
         tenant: &str,
         run_id: &str,
-    ) -> Result<Option<RunRecord>, RuntimeError> {
-        Ok(self.shared.stores.runs.get_run(tenant, run_id).await?)
+    ) -> Result<Option<RunSummary>, RuntimeError> {
+        self.shared
+            .stores
+            .runs
+            .get_run(tenant, run_id)
+            .await?
+            .map(RunSummary::from_record)
+            .transpose()
     }
 
     /// A page of the tenant's runs, newest first (cursor paging, see `RunStore::list_runs`).
     /// A malformed cursor or a zero limit is `BadRequest`.
-    pub async fn list_runs(&self, tenant: &str, query: ListQuery) -> Result<Page, RuntimeError> {
+    pub async fn list_runs(&self, tenant: &str, query: ListQuery) -> Result<RunPage, RuntimeError> {
         check_tenant(tenant)?;
         match self.shared.stores.runs.list_runs(tenant, query).await {
             Err(StoreError::Invalid(why)) => Err(RuntimeError::BadRequest(why)),
-            other => Ok(other?),
+            other => RunPage::from_page(other?),
         }
     }
 
@@ -359,7 +364,7 @@ impl Runtime {
         &self,
         tenant: &str,
         run_id: &str,
-    ) -> Result<Vec<ArtifactRecord>, RuntimeError> {
+    ) -> Result<Vec<Artifact>, RuntimeError> {
         match self
             .shared
             .stores
@@ -368,7 +373,10 @@ impl Runtime {
             .await
         {
             Err(StoreError::NotFound) => Err(RuntimeError::NotFound(format!("run {run_id}"))),
-            other => Ok(other?),
+            other => other?
+                .into_iter()
+                .map(|record| Artifact::from_record(run_id, record))
+                .collect(),
         }
     }
 

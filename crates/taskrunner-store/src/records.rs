@@ -34,6 +34,11 @@ pub mod status {
     pub fn is_active(status: &str) -> bool {
         matches!(status, PENDING | RUNNING | AWAITING_APPROVAL)
     }
+
+    /// Whether `status` is one of the terminal statuses.
+    pub fn is_terminal(status: &str) -> bool {
+        matches!(status, SUCCEEDED | FAILED | CANCELLED)
+    }
 }
 
 /// Artifact kinds and statuses as stored.

@@ -44,8 +44,59 @@ fn corrupt(msg: impl Into<String>) -> StoreError {
     StoreError::Corrupt(msg.into())
 }
 
-/// A tenant id as rule 26 defines it: `^[a-z0-9][a-z0-9._-]{0,62}$`.
-pub fn tenant(tenant: &str) -> Result<(), StoreError> {
+/// The pattern of a tenant id (SPEC §8 rule 26), as messages show it.
+pub const TENANT_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,62}$";
+/// The pattern of a run id (SPEC §8 rule 26), as messages show it.
+pub const RUN_ID_PATTERN: &str = "^[a-zA-Z0-9_-]{1,128}$";
+
+/// A tenant or run id that breaks SPEC §8 rule 26. Displays as
+/// `tenant 'Acme' must match ^[a-z0-9][a-z0-9._-]{0,62}$` (control characters escaped, long
+/// values shortened); converts into [`StoreError::Invalid`].
+///
+/// These validators are the one place the rule lives: the runtime, the HTTP layer and the
+/// configuration call them rather than keeping their own copy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} '{shown}' must match {pattern}")]
+pub struct InvalidId {
+    what: &'static str,
+    shown: String,
+    pattern: &'static str,
+}
+
+impl InvalidId {
+    fn new(what: &'static str, value: &str, pattern: &'static str) -> InvalidId {
+        const SHOWN_CHARS_MAX: usize = 160;
+        let mut shown: String = value
+            .chars()
+            .take(SHOWN_CHARS_MAX)
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_debug().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect();
+        if value.chars().nth(SHOWN_CHARS_MAX).is_some() {
+            shown.push('…');
+        }
+        InvalidId {
+            what,
+            shown,
+            pattern,
+        }
+    }
+}
+
+impl From<InvalidId> for StoreError {
+    fn from(err: InvalidId) -> StoreError {
+        StoreError::Invalid(err.to_string())
+    }
+}
+
+/// Whether `tenant` is a tenant id: `^[a-z0-9][a-z0-9._-]{0,62}$` (SPEC §8 rule 26).
+pub fn is_tenant(tenant: &str) -> bool {
     let bytes = tenant.as_bytes();
     let first_ok = bytes
         .first()
@@ -53,33 +104,38 @@ pub fn tenant(tenant: &str) -> Result<(), StoreError> {
     let rest_ok = bytes
         .iter()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
-    if first_ok && rest_ok && bytes.len() <= TENANT_BYTES_MAX {
+    first_ok && rest_ok && bytes.len() <= TENANT_BYTES_MAX
+}
+
+/// Whether `run_id` is a run id: `^[a-zA-Z0-9_-]{1,128}$` (SPEC §8 rule 26).
+pub fn is_run_id(run_id: &str) -> bool {
+    !run_id.is_empty()
+        && run_id.len() <= RUN_ID_BYTES_MAX
+        && run_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+/// A tenant id as rule 26 defines it: `^[a-z0-9][a-z0-9._-]{0,62}$`.
+pub fn tenant(tenant: &str) -> Result<(), InvalidId> {
+    if is_tenant(tenant) {
         Ok(())
     } else {
-        Err(invalid(format!(
-            "tenant {tenant:?} must match ^[a-z0-9][a-z0-9._-]{{0,62}}$"
-        )))
+        Err(InvalidId::new("tenant", tenant, TENANT_PATTERN))
     }
 }
 
 /// A run id as rule 26 defines it: `^[a-zA-Z0-9_-]{1,128}$`.
-pub fn run_id(run_id: &str) -> Result<(), StoreError> {
-    let ok = !run_id.is_empty()
-        && run_id.len() <= RUN_ID_BYTES_MAX
-        && run_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-    if ok {
+pub fn run_id(run_id: &str) -> Result<(), InvalidId> {
+    if is_run_id(run_id) {
         Ok(())
     } else {
-        Err(invalid(format!(
-            "run id {run_id:?} must match ^[a-zA-Z0-9_-]{{1,128}}$"
-        )))
+        Err(InvalidId::new("run id", run_id, RUN_ID_PATTERN))
     }
 }
 
 /// Tenant and run id together.
-pub fn run_key(tenant_id: &str, run: &str) -> Result<(), StoreError> {
+pub fn run_key(tenant_id: &str, run: &str) -> Result<(), InvalidId> {
     tenant(tenant_id)?;
     run_id(run)
 }
@@ -442,4 +498,85 @@ pub fn run_record(run: &RunRecord) -> Result<(), StoreError> {
         Ok(())
     };
     checks().map_err(|e| corrupt(format!("{who}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_follow_rule_26() {
+        let longest = format!("a{}", "b".repeat(62));
+        for ok in ["acme", "0", "a.b_c-d", longest.as_str()] {
+            assert_eq!(tenant(ok), Ok(()), "{ok}");
+            assert!(is_tenant(ok));
+        }
+        let too_long = format!("a{}", "b".repeat(63));
+        for bad in ["", "Acme", "-a", ".a", "a b", "a/b", "é", too_long.as_str()] {
+            assert!(tenant(bad).is_err(), "{bad:?}");
+            assert!(!is_tenant(bad));
+        }
+    }
+
+    #[test]
+    fn run_ids_follow_rule_26() {
+        let longest = "R".repeat(128);
+        for ok in ["r", "Run_1-a", "-", longest.as_str()] {
+            assert_eq!(run_id(ok), Ok(()), "{ok}");
+            assert!(is_run_id(ok));
+        }
+        let too_long = "R".repeat(129);
+        for bad in ["", "a.b", "a b", "a/b", "ü", too_long.as_str()] {
+            assert!(run_id(bad).is_err(), "{bad:?}");
+            assert!(!is_run_id(bad));
+        }
+    }
+
+    #[test]
+    fn messages_name_the_value_and_the_pattern() {
+        assert_eq!(
+            tenant("Acme").unwrap_err().to_string(),
+            "tenant 'Acme' must match ^[a-z0-9][a-z0-9._-]{0,62}$"
+        );
+        assert_eq!(
+            run_id("a/b").unwrap_err().to_string(),
+            "run id 'a/b' must match ^[a-zA-Z0-9_-]{1,128}$"
+        );
+        assert_eq!(
+            run_key("ok", "").unwrap_err().to_string(),
+            "run id '' must match ^[a-zA-Z0-9_-]{1,128}$"
+        );
+        // Control characters are escaped and long values shortened, so a message stays one
+        // readable line whatever it is handed.
+        let message = tenant("a\nb\u{7}").unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "tenant 'a\\nb\\u{7}' must match ^[a-z0-9][a-z0-9._-]{0,62}$"
+        );
+        let long = run_id(&"x/".repeat(500)).unwrap_err().to_string();
+        assert!(long.len() < 260, "{long}");
+        assert!(long.contains("…'"), "{long}");
+    }
+
+    #[test]
+    fn an_invalid_id_is_an_invalid_record() {
+        let err: StoreError = run_key("Bad", "r").unwrap_err().into();
+        assert_eq!(
+            err,
+            StoreError::Invalid("tenant 'Bad' must match ^[a-z0-9][a-z0-9._-]{0,62}$".into())
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid record: tenant 'Bad' must match ^[a-z0-9][a-z0-9._-]{0,62}$"
+        );
+    }
+
+    #[test]
+    fn every_run_status_is_either_active_or_terminal() {
+        for s in status::ALL {
+            assert_ne!(status::is_active(s), status::is_terminal(s), "{s}");
+        }
+        assert!(status::is_terminal(status::CANCELLED));
+        assert!(!status::is_terminal("Unknown") && !status::is_active("Unknown"));
+    }
 }

@@ -5,9 +5,9 @@ use serde_json::Map;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
+use crate::Masker;
 use crate::executor::Executor;
 use crate::lines::LineSplitter;
-use crate::mask::Masker;
 use crate::request::{ExecOutcome, ExecRequest, OutputLine, OutputStream, reason};
 
 /// `builtin:echo`. The message is rendered as text (strings as they are, other values as
@@ -44,7 +44,7 @@ impl Executor for EchoExecutor {
                 }
             }
             let mut outputs = Map::new();
-            outputs.insert("message".to_owned(), masker.mask_value(message.clone()));
+            outputs.insert("message".to_owned(), masker.mask_value(message));
             ExecOutcome::succeeded(outputs)
         })
     }

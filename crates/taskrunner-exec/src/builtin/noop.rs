@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
+use crate::Masker;
 use crate::executor::Executor;
-use crate::mask::Masker;
 use crate::request::{ExecOutcome, ExecRequest, OutputLine};
 
 /// `builtin:noop`.

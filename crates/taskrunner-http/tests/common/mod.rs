@@ -1,11 +1,10 @@
 //! Helpers of the router tests: a runtime on the in-memory store with the real built-in
 //! executors, a test authenticator, requests through `oneshot`, and schema checks against the
-//! contract loaded at test time from `../shared/taskrunner-openapi.yaml`.
+//! contract the crate embeds (`openapi/contract.yaml`, [`taskrunner_http::CONTRACT_YAML`]).
 
 #![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -148,28 +147,12 @@ pub async fn post(router: &Router, uri: &str, body: &Value) -> Answer {
     send(router, json_req("POST", uri, body)).await
 }
 
-/// The contract, read at test time (override with `TASKRUNNER_CONTRACT`).
-pub fn contract_path() -> PathBuf {
-    std::env::var_os("TASKRUNNER_CONTRACT").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/taskrunner-openapi.yaml")
-        },
-        PathBuf::from,
-    )
-}
-
+/// The contract, parsed from the copy the crate embeds and serves.
 pub fn contract() -> &'static Value {
     static CONTRACT: OnceLock<Value> = OnceLock::new();
     CONTRACT.get_or_init(|| {
-        let path = contract_path();
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "the shared contract {} cannot be read ({e}); set TASKRUNNER_CONTRACT",
-                path.display()
-            )
-        });
-        serde_saphyr::from_str(&text).unwrap()
+        serde_saphyr::from_str(taskrunner_http::CONTRACT_YAML)
+            .expect("the embedded contract is valid YAML")
     })
 }
 

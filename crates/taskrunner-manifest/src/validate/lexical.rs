@@ -5,9 +5,6 @@ use taskrunner_expr::{Template, TemplatePart};
 
 use crate::schema;
 
-/// Longest accepted `uses`, in bytes.
-const USES_BYTES_MAX: usize = 256;
-
 /// `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
 pub(crate) fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
@@ -127,39 +124,11 @@ pub(super) fn check_host_port(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `builtin:<name>` or a host executor name.
+/// `builtin:<name>` or a host executor name ([`crate::parse_uses`] owns the rule).
 pub(super) fn check_uses(uses: &str) -> Result<(), String> {
-    if uses.len() > USES_BYTES_MAX {
-        return Err(format!("uses is longer than {USES_BYTES_MAX} bytes"));
-    }
-    let name_ok = |s: &str, extra: &[char]| {
-        let mut chars = s.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && chars.all(|c| {
-                c.is_ascii_lowercase()
-                    || c.is_ascii_digit()
-                    || matches!(c, '.' | '_' | '-')
-                    || extra.contains(&c)
-            })
-    };
-    if let Some(name) = uses.strip_prefix("builtin:") {
-        if name_ok(name, &[]) {
-            return Ok(());
-        }
-        return Err(format!(
-            "'{}' is not a valid builtin, expected builtin:<name> with name ^[a-z0-9][a-z0-9._-]*$",
-            schema::excerpt(uses)
-        ));
-    }
-    if name_ok(uses, &['/', ':']) {
-        return Ok(());
-    }
-    Err(format!(
-        "'{}' is not a valid executor, expected builtin:<name> or a host executor name (^[a-z0-9][a-z0-9._/:-]*$)",
-        schema::excerpt(uses)
-    ))
+    crate::uses::parse_uses(uses)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A file output path must stay inside the workspace.

@@ -210,6 +210,7 @@ impl Actor {
                 &info.run_id,
                 &self.workspace,
                 outputs,
+                &self.secrets,
             )
             .await;
             splice_before_end(&mut logs, failures);

@@ -1,7 +1,7 @@
 //! Group-commit and claim benchmark against a real PostgreSQL server: transitions/s of
 //! `PostgresStore` with 1 and with many concurrent runs, and lease claims/s.
 //!
-//! `cargo run --release -p taskrunner-store-postgres --example group_commit -- [runs] [per_run]`
+//! `cargo run --release -p taskrunner-store-postgres --example postgres_group_commit -- [runs] [per_run]`
 //! Uses `TASKRUNNER_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! to create and drop a scratch database.
 #![allow(clippy::unwrap_used)]

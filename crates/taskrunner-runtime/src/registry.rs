@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::Duration;
 
 use taskrunner_store::{Lease, LogRecord};
 use tokio::sync::{Notify, OwnedMutexGuard, broadcast, mpsc, watch};
@@ -30,8 +30,8 @@ pub(crate) struct ActorHandle {
     pub(crate) stop: CancellationToken,
     /// The lease it drives under (replicas only).
     pub(crate) lease: Option<Lease>,
-    /// When that lease was taken.
-    pub(crate) claimed_at: Instant,
+    /// When that lease was taken, in the clock's monotonic time.
+    pub(crate) claimed_at: Duration,
 }
 
 /// The drivers of this process.

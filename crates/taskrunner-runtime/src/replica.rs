@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use taskrunner_engine::{Command, Event, Journal, Run, RunInfo, RunStatus, Timestamp};
@@ -231,7 +231,7 @@ impl Runtime {
         };
         let (leases, config) = (replica.leases.clone(), replica.config.clone());
         let shutdown = self.shared.shutdown.clone();
-        let mut last_ok = Instant::now();
+        let mut last_ok = self.shared.clock.monotonic();
         // Leases held in the store with no driver here, seen at the previous renewal.
         let mut orphans: Vec<Lease> = Vec::new();
         loop {
@@ -239,7 +239,7 @@ impl Runtime {
                 () = tokio::time::sleep(config.renew_every) => {}
                 () = shutdown.cancelled() => return,
             }
-            let started = Instant::now();
+            let started = self.shared.clock.monotonic();
             let held = match leases.renew(&config.owner, config.lease_ttl).await {
                 Ok(held) => {
                     last_ok = started;
@@ -255,7 +255,7 @@ impl Runtime {
                     None
                 }
             };
-            let expired = started.duration_since(last_ok) + config.renew_every >= config.lease_ttl;
+            let expired = started.saturating_sub(last_ok) + config.renew_every >= config.lease_ttl;
             let actors: Vec<((String, String), ActorHandle)> = self.registry.handles();
             for (key, handle) in actors {
                 let Some(lease) = &handle.lease else { continue };
@@ -355,7 +355,8 @@ impl Runtime {
         wait_for_park: bool,
     ) -> Result<Hydrated, RuntimeError> {
         let config = &replica.config;
-        let deadline = Instant::now() + PARK_WAIT;
+        let clock = &self.shared.clock;
+        let deadline = clock.monotonic() + PARK_WAIT;
         loop {
             {
                 let guard = self.registry.hydrate_lock_owned().await;
@@ -404,12 +405,12 @@ impl Runtime {
                 }
                 if !wait_for_park
                     || record.status != RunStatus::AwaitingApproval.as_str()
-                    || Instant::now() >= deadline
+                    || clock.monotonic() >= deadline
                 {
                     return Ok(Hydrated::Elsewhere);
                 }
             }
-            tokio::time::sleep(PARK_POLL).await;
+            clock.sleep(PARK_POLL).await;
         }
     }
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use taskrunner_engine::{Event, Journal, Run, RunStatus, RunView};
 use taskrunner_exec::ExecutorRegistry;
@@ -161,9 +161,10 @@ impl Runtime {
     /// claimable at once by another replica) and waits up to 5 s for that to finish.
     pub async fn shutdown_gracefully(&self) {
         self.shared.shutdown.cancel();
-        let deadline = Instant::now() + HANDOFF_WAIT;
-        while self.registry.live() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let clock = &self.shared.clock;
+        let deadline = clock.monotonic() + HANDOFF_WAIT;
+        while self.registry.live() > 0 && clock.monotonic() < deadline {
+            clock.sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -173,7 +174,7 @@ impl Runtime {
         let shutdown = self.shared.shutdown.clone();
         loop {
             tokio::select! {
-                () = tokio::time::sleep(WAKE_POLL) => {}
+                () = self.shared.clock.sleep(WAKE_POLL) => {}
                 () = shutdown.cancelled() => return,
             }
             let now = self.shared.clock.now().millis();

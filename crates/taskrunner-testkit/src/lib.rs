@@ -7,6 +7,9 @@
 //! after every event, and renders a text trace (`t=… event` then one line per command, and a
 //! final table of step states) for snapshot tests. [`invariants`] and [`replay_matches`] are
 //! shared with the property tests.
+//!
+//! [`ManualClock`] is the runtime's clock for tests: tokio's pausable time, a fixed wall start
+//! and manual jumps (see [`clock`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +21,10 @@ use taskrunner_engine::{
     Secrets, StepStatus, Timestamp,
 };
 use taskrunner_plan::Plan;
+
+pub mod clock;
+
+pub use clock::ManualClock;
 
 /// The harness's one error type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

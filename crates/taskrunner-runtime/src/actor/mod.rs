@@ -10,7 +10,7 @@ mod perform;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use taskrunner_engine::{Event, Journal, Run, RunInfo, RunStatus, Secrets};
 use taskrunner_store::{Lease, LogRecord, Release, StoreError};
@@ -59,7 +59,8 @@ pub(crate) struct Actor {
     id: u64,
     /// Cancelled when its lease is lost (or the runtime shuts down).
     stop: CancellationToken,
-    claimed_at: Instant,
+    /// When its lease was taken, in the clock's monotonic time.
+    claimed_at: Duration,
     /// Another driver of the run wrote records this one did not (see [`Actor::sync`]).
     superseded: bool,
     shared: Arc<Shared>,
@@ -120,7 +121,7 @@ pub(crate) fn spawn(
         snapshot: snap_rx,
         stop: stop.clone(),
         lease: lease.clone(),
-        claimed_at: Instant::now(),
+        claimed_at: shared.clock.monotonic(),
     };
     let writer = shared.writer(&info.tenant, &info.run_id, lease);
     let registration =
@@ -270,7 +271,7 @@ impl Actor {
         {
             Ok(Some(lease)) => {
                 self.writer.set_lease(lease);
-                self.claimed_at = Instant::now();
+                self.claimed_at = self.shared.clock.monotonic();
                 true
             }
             _ => false,

@@ -29,10 +29,11 @@ impl Actor {
                 if wait <= 0 {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(
-                    u64::try_from(wait).unwrap_or(0).min(60_000),
-                ))
-                .await;
+                clock
+                    .sleep(Duration::from_millis(
+                        u64::try_from(wait).unwrap_or(0).min(60_000),
+                    ))
+                    .await;
             }
             let _ = tx.send(Msg::Event(Event::Tick)).await;
         }));
@@ -79,12 +80,12 @@ impl Actor {
                 let logs = self.logs.clone();
                 let secrets = self.secrets.clone();
                 tokio::spawn(async move {
-                    let started = std::time::Instant::now();
+                    let started = clock.monotonic();
                     let outcome = match executor {
                         Some(executor) => {
                             let (line_tx, line_rx) = mpsc::channel(OUTPUT_LINES_CAPACITY);
                             let forward = tokio::spawn(forward_output(
-                                clock,
+                                clock.clone(),
                                 writer,
                                 step_id.clone(),
                                 line_rx,
@@ -110,7 +111,7 @@ impl Actor {
                         "taskrunner_step_attempt_duration_seconds",
                         "outcome" => label
                     )
-                    .record(started.elapsed().as_secs_f64());
+                    .record(clock.monotonic().saturating_sub(started).as_secs_f64());
                     let outcome = match outcome {
                         ExecOutcome::Succeeded { outputs } => AttemptOutcome::Succeeded {
                             outputs: mask_map(&secrets, outputs),

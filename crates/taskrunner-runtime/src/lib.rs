@@ -28,7 +28,8 @@ pub use api::{
 };
 pub use error::RuntimeError;
 pub use ports::{
-    ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, StaticSecrets, SystemClock,
+    ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, SleepFuture, StaticSecrets,
+    SystemClock,
 };
 pub use render::log_entry_json;
 pub use replica::{CLAIM_EVERY_MAX, MAX_DRIVERS_MAX, RENEW_EVERY_MAX, ReplicaConfig};

@@ -3,20 +3,49 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::future::Future;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use taskrunner_engine::Timestamp;
 
-/// Where "now" comes from. The engine never reads a clock; the runtime asks this port.
+/// A future that completes after a clock's sleep.
+pub type SleepFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Where time comes from. The engine never reads a clock; the runtime asks this port, and only
+/// this port: every timer, deadline and timestamp of the runtime goes through it (tidy checks
+/// that no other file of the runtime reads a clock or sleeps), so a test can run the runtime on
+/// a virtual clock.
 pub trait Clock: Send + Sync + Debug {
-    /// The current time.
+    /// Wall-clock time: what timestamps, approval expiries and due timers are measured in.
     fn now(&self) -> Timestamp;
+    /// Monotonic time since an arbitrary origin fixed for this clock; never goes back.
+    /// Deadlines and elapsed times are measured in it.
+    fn monotonic(&self) -> Duration;
+    /// Completes after `duration` of this clock's monotonic time.
+    fn sleep(&self, duration: Duration) -> SleepFuture;
 }
 
-/// The wall clock.
+/// The system clock: wall time from [`SystemTime`], monotonic time and sleeps from tokio's
+/// clock ([`tokio::time::Instant`], [`tokio::time::sleep`]), so a test that pauses tokio's
+/// clock (`#[tokio::test(start_paused = true)]`) runs the runtime's timers in virtual time.
+///
+/// Its monotonic origin is shared by the whole process: a day before the first read (so a
+/// paused test runtime started a little before that read still reads a time past the origin).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
+
+/// The monotonic origin of [`SystemClock`].
+fn system_origin() -> tokio::time::Instant {
+    static ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
+    const MARGIN: Duration = Duration::from_secs(86_400);
+    *ORIGIN.get_or_init(|| {
+        let now = tokio::time::Instant::from_std(std::time::Instant::now());
+        now.checked_sub(MARGIN).unwrap_or(now)
+    })
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
@@ -24,6 +53,14 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         Timestamp(i64::try_from(millis).unwrap_or(i64::MAX))
+    }
+
+    fn monotonic(&self) -> Duration {
+        tokio::time::Instant::now().saturating_duration_since(system_origin())
+    }
+
+    fn sleep(&self, duration: Duration) -> SleepFuture {
+        Box::pin(tokio::time::sleep(duration))
     }
 }
 

@@ -61,12 +61,14 @@ pub(crate) async fn claim_run<C: GenericClient>(
     run_id: &str,
     ttl_ms: i64,
 ) -> StoreResult<Option<Lease>> {
-    // Re-claiming one's own lease renews it and keeps the token.
+    // Re-claiming one's own live lease renews it and keeps the token; an expired one gets a
+    // new token (never revived, see `LeaseStore::renew`).
     let sql = format!(
         "WITH now AS (SELECT {NOW_MS} AS ms) \
          UPDATE runs SET lease_owner = $3, \
-             lease_token = CASE WHEN runs.lease_owner = $3 THEN runs.lease_token \
-                                ELSE runs.lease_token + 1 END, \
+             lease_token = CASE WHEN runs.lease_owner = $3 \
+                                     AND runs.lease_expires_at_ms > now.ms \
+                                THEN runs.lease_token ELSE runs.lease_token + 1 END, \
              lease_expires_at_ms = (SELECT ms FROM now) + $4, lease_parked = FALSE \
          FROM now \
          WHERE runs.tenant = $1 AND runs.run_id = $2 AND runs.status IN {ACTIVE} \
@@ -87,13 +89,16 @@ pub(crate) async fn claim_run<C: GenericClient>(
     }
 }
 
+/// Extends the owner's live leases; an expired one is not renewed (see `LeaseStore::renew`).
 pub(crate) async fn renew<C: GenericClient>(
     c: &C,
     owner: &str,
     ttl_ms: i64,
 ) -> StoreResult<Vec<Lease>> {
     let sql = format!(
-        "UPDATE runs SET lease_expires_at_ms = {NOW_MS} + $2 WHERE lease_owner = $1 \
+        "WITH now AS (SELECT {NOW_MS} AS ms) \
+         UPDATE runs SET lease_expires_at_ms = now.ms + $2 FROM now \
+         WHERE lease_owner = $1 AND lease_expires_at_ms > now.ms \
          RETURNING tenant, run_id, lease_token, lease_expires_at_ms"
     );
     let rows = c.query(&sql, &[&owner, &ttl_ms]).await.map_err(db_error)?;

@@ -759,7 +759,7 @@ fn lease_op(conn: &Connection, op: LeaseOp) -> StoreResult<Vec<Lease>> {
                 return Ok(Vec::new());
             }
             let expires = now_ms.saturating_add(ttl_ms);
-            if state.owner.as_deref() == Some(owner.as_str()) {
+            if state.held_by(&owner, now_ms) {
                 conn.prepare_cached(
                     "UPDATE runs SET lease_expires_at_ms = ?3 WHERE tenant = ?1 AND run_id = ?2",
                 )
@@ -785,11 +785,12 @@ fn lease_op(conn: &Connection, op: LeaseOp) -> StoreResult<Vec<Lease>> {
             let mut stmt = conn
                 .prepare_cached(
                     "UPDATE runs SET lease_expires_at_ms = ?2 WHERE lease_owner = ?1 \
-                     RETURNING tenant, run_id, lease_token",
+                     AND lease_expires_at_ms > ?3 RETURNING tenant, run_id, lease_token",
                 )
                 .map_err(db_error)?;
+            // An expired lease is not renewed (see `LeaseStore::renew`).
             let rows = stmt
-                .query_map(params![owner, expires], |r| {
+                .query_map(params![owner, expires, now_ms], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,

@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             lease_concurrent_claims_are_disjoint,
             lease_expired_is_taken_over_and_stale_writes_refused,
             lease_renew_extends,
+            lease_expired_is_not_renewed,
             lease_claim_skips_terminal_and_parked_until_due,
             lease_claim_run_targets_one_run,
             lease_invalid_arguments_are_refused,
@@ -1718,6 +1719,74 @@ where
     let t = next(&store, T, "a", 1, 0).await;
     let a = renewed.iter().find(|l| l.run_id == "a").expect("a");
     leases.commit_fenced(a, t).await.expect("still the holder");
+}
+
+/// An expired lease is not renewed, even while nobody took it over (renewing would revive a
+/// lease its holder must already have stopped acting under): renew leaves it out, another
+/// owner can claim it, and its old holder re-claiming it by name gets a new token.
+pub async fn lease_expired_is_not_renewed<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Store>,
+{
+    let store = fresh(&factory).await;
+    let leases = leases(&store);
+    for id in ["live", "mine", "theirs"] {
+        store
+            .runs
+            .create_run(new_run(T, id, 1))
+            .await
+            .expect("create");
+    }
+    let short = Duration::from_millis(100);
+    let mut expiring = Vec::new();
+    for id in ["mine", "theirs"] {
+        expiring.push(
+            leases
+                .claim_run("replica-1", T, id, short)
+                .await
+                .expect("claim_run")
+                .expect("free run"),
+        );
+    }
+    let live = leases
+        .claim_run("replica-1", T, "live", TTL)
+        .await
+        .expect("claim_run")
+        .expect("free run");
+    // The holder stalls past the short leases; nobody claims them meanwhile.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let renewed = leases.renew("replica-1", TTL).await.expect("renew");
+    assert_eq!(
+        keys(&renewed),
+        key_set(&[(T, "live")]),
+        "only the live lease is renewed"
+    );
+    assert_eq!(renewed[0].fencing_token, live.fencing_token);
+    // Its old holder claims one back by name: a new token, not a revival.
+    let mine_again = leases
+        .claim_run("replica-1", T, "mine", TTL)
+        .await
+        .expect("claim_run")
+        .expect("expired, claimable by its old holder");
+    assert!(mine_again.fencing_token > expiring[0].fencing_token);
+    // The other one is still expired after the renewal: another owner takes it over.
+    let taken = leases.claim("replica-2", 10, TTL).await.expect("claim");
+    assert_eq!(keys(&taken), key_set(&[(T, "theirs")]));
+    assert!(taken[0].fencing_token > expiring[1].fencing_token);
+    let t = next(&store, T, "mine", 1, 0).await;
+    assert!(
+        matches!(
+            leases.commit_fenced(&expiring[0], t).await,
+            Err(StoreError::StaleFencingToken { .. })
+        ),
+        "the expired lease's token no longer fences"
+    );
+    assert!(
+        !keys(&leases.renew("replica-1", TTL).await.expect("renew"))
+            .contains(&(T.to_owned(), "theirs".to_owned())),
+        "a lease taken over is not renewed"
+    );
 }
 
 /// Terminal runs are never claimed; a parked run is claimable only once due, or once an

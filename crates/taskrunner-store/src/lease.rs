@@ -105,8 +105,9 @@ pub trait LeaseStore: Send + Sync {
 
     /// Claims one given run (to drive a run just created, or to apply a decision to a parked
     /// run), whether parked or not. `None` when the run is terminal or another owner holds a
-    /// live lease on it; `NotFound` when it does not exist. If `owner` already holds it, the
-    /// lease is renewed and keeps its token.
+    /// live lease on it; `NotFound` when it does not exist. If `owner` already holds a live
+    /// lease on it, the lease is renewed and keeps its token; an expired lease of its own is
+    /// not renewed but claimed anew, with a new token (see [`LeaseStore::renew`]).
     fn claim_run<'a>(
         &'a self,
         owner: &'a str,
@@ -115,9 +116,12 @@ pub trait LeaseStore: Send + Sync {
         ttl: Duration,
     ) -> StoreFuture<'a, Option<Lease>>;
 
-    /// Extends every lease `owner` still holds to `ttl` from now (one round trip) and returns
-    /// them. A lease missing from the answer was lost (taken over): stop driving that run.
-    /// An expired lease nobody took over yet is still held (its token is still current).
+    /// Extends every live lease `owner` holds to `ttl` from now (one round trip) and returns
+    /// them. A lease missing from the answer was lost: taken over, or expired. An expired
+    /// lease is never renewed, even when nobody took it over yet: its holder must already have
+    /// stopped acting under it (its own clock told it the lease ran out), and reviving it would
+    /// leave the run held by a replica that no longer drives it. (Until a claim takes it, its
+    /// token still fences writes: the store refuses nothing it would not refuse anyway.)
     fn renew<'a>(&'a self, owner: &'a str, ttl: Duration) -> StoreFuture<'a, Vec<Lease>>;
 
     /// Gives the run up. `StaleFencingToken` if the lease was already lost (nothing changes).
@@ -252,6 +256,11 @@ impl LeaseState {
         }
     }
 
+    /// Whether `owner` holds a live lease at `now_ms` (renewable, re-claimable with its token).
+    pub fn held_by(&self, owner: &str, now_ms: i64) -> bool {
+        self.owner.as_deref() == Some(owner) && self.expires_at_ms.is_some_and(|e| e > now_ms)
+    }
+
     /// Whether someone other than `owner` holds a live lease at `now_ms`.
     pub fn held_by_other(&self, owner: &str, now_ms: i64) -> bool {
         match (&self.owner, self.expires_at_ms) {
@@ -371,6 +380,13 @@ mod tests {
         assert!(held.held_by_other("b", 199));
         assert!(!held.held_by_other("a", 199));
         assert!(!held.held_by_other("b", 200));
+        assert!(held.held_by("a", 199));
+        assert!(
+            !held.held_by("a", 200),
+            "expired: no longer held, not renewable"
+        );
+        assert!(!held.held_by("b", 199));
+        assert!(!LeaseState::default().held_by("a", 0));
     }
 
     #[test]

@@ -41,17 +41,51 @@ struct State {
     blobs: BTreeMap<String, Arc<Vec<u8>>>,
 }
 
+/// The lease clock of a [`MemoryStore`]: milliseconds since the Unix epoch.
+type TimeSource = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// In-memory implementation of [`RunStore`], [`LogStore`] and [`ArtifactStore`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     wake: WakeHub,
+    /// The clock leases are timed by.
+    time: TimeSource,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::with_time(lease::system_now_ms)
+    }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store whose leases are timed by this host's wall clock.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose leases are timed by `time` (ms since the Unix epoch), so that a
+    /// test can expire leases on a clock it controls (e.g. tokio's paused clock).
+    pub fn with_time(time: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        MemoryStore {
+            state: Arc::default(),
+            wake: WakeHub::default(),
+            time: Arc::new(time),
+        }
+    }
+
+    /// Now, on the lease clock.
+    fn now_ms(&self) -> i64 {
+        (self.time)()
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
@@ -582,7 +616,7 @@ impl LeaseStore for MemoryStore {
     ) -> StoreFuture<'a, Vec<Lease>> {
         let result = (|| {
             let ttl_ms = lease::check_claim(owner, limit, ttl)?;
-            let now = lease::system_now_ms();
+            let now = self.now_ms();
             let mut state = self.lock()?;
             let mut candidates: Vec<(i64, Key)> = state
                 .runs
@@ -614,14 +648,14 @@ impl LeaseStore for MemoryStore {
         let result = (|| {
             let ttl_ms = lease::check_claim(owner, 1, ttl)?;
             validate::run_key(tenant, run_id)?;
-            let now = lease::system_now_ms();
+            let now = self.now_ms();
             let mut state = self.lock()?;
             let run = state.run_mut(tenant, run_id)?;
             if !status::is_active(&run.record.status) || run.lease.held_by_other(owner, now) {
                 return Ok(None);
             }
             let expires = now.saturating_add(ttl_ms);
-            if run.lease.owner.as_deref() == Some(owner) {
+            if run.lease.held_by(owner, now) {
                 run.lease.expires_at_ms = Some(expires);
                 return Ok(Some(State::lease_of(run, owner)));
             }
@@ -637,11 +671,12 @@ impl LeaseStore for MemoryStore {
     ) -> StoreFuture<'a, Vec<Lease>> {
         let result = (|| {
             let ttl_ms = lease::check_claim(owner, 0, ttl)?;
-            let now = lease::system_now_ms();
+            let now = self.now_ms();
             let mut state = self.lock()?;
             let mut out = Vec::new();
             for run in state.runs.values_mut() {
-                if run.lease.owner.as_deref() == Some(owner) {
+                // An expired lease is not renewed: it may be claimed at any moment.
+                if run.lease.held_by(owner, now) {
                     run.lease.expires_at_ms = Some(now.saturating_add(ttl_ms));
                     out.push(State::lease_of(run, owner));
                 }

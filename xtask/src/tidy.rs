@@ -70,7 +70,8 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     // The HTTP facade talks to the runtime; plan/engine/store only for the types it renders.
     (HTTP, &[PLAN, ENGINE, STORE, RUNTIME, AUTH]),
     // Scripted scenarios over the engine.
-    (TESTKIT, &[PLAN, ENGINE]),
+    // Scripted scenarios over the engine; `ManualClock` implements the runtime's clock port.
+    (TESTKIT, &[PLAN, ENGINE, RUNTIME]),
 ];
 
 /// Adapters that any crate's tests may use (they run against real stores and executors).

@@ -69,7 +69,6 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     (AUTH, &[]),
     // The HTTP facade talks to the runtime; plan/engine/store only for the types it renders.
     (HTTP, &[PLAN, ENGINE, STORE, RUNTIME, AUTH]),
-    // Scripted scenarios over the engine.
     // Scripted scenarios over the engine; `ManualClock` implements the runtime's clock port.
     (TESTKIT, &[PLAN, ENGINE, RUNTIME]),
 ];

@@ -10,11 +10,13 @@
 //! conformance suite; it knows nothing of the engine.
 
 mod config;
+mod leases;
 mod read;
 mod rows;
 mod schema;
 mod store;
 mod writer;
+mod writes;
 
 pub mod bench_support;
 

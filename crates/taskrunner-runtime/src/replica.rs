@@ -340,8 +340,7 @@ impl Runtime {
             Event::Recovered
         };
         metrics::counter!("taskrunner_runs_claimed_total").increment(1);
-        let handle = self.spawn_actor(run, journal, Some(lease))?;
-        let _ = handle.tx.send(Msg::Event(first)).await;
+        self.spawn_actor(run, journal, Some(lease), Some(first))?;
         Ok(())
     }
 
@@ -385,11 +384,11 @@ impl Runtime {
                         let _ = replica.leases.release(&lease, Release::Park).await;
                         return Ok(Hydrated::Terminal(Box::new(run)));
                     }
-                    let handle = self.spawn_actor(run, journal, Some(lease))?;
                     // Its last holder may have died with attempts running. The caller sends
                     // its message before the lock is released: the driver cannot retire
                     // in between.
-                    let _ = handle.tx.send(Msg::Event(Event::Recovered)).await;
+                    let handle =
+                        self.spawn_actor(run, journal, Some(lease), Some(Event::Recovered))?;
                     return Ok(Hydrated::Active(handle, Some(guard)));
                 }
                 let record = self
@@ -456,12 +455,10 @@ impl Runtime {
             } else {
                 Event::Recovered
             };
-            let handle = self.spawn_actor(run, journal, Some(lease))?;
-            let _ = handle.tx.send(Msg::Event(first)).await;
+            self.spawn_actor(run, journal, Some(lease), Some(first))?;
             return Ok(());
         }
-        let handle = self.spawn_actor(run, journal, Some(lease))?;
-        let _ = handle.tx.send(Msg::Event(Event::Started)).await;
+        self.spawn_actor(run, journal, Some(lease), Some(Event::Started))?;
         Ok(())
     }
 

@@ -130,8 +130,7 @@ impl Runtime {
             } else {
                 Event::Recovered
             };
-            let handle = runtime.spawn_actor(run, journal, None)?;
-            let _ = handle.tx.send(Msg::Event(first)).await;
+            runtime.spawn_actor(run, journal, None, Some(first))?;
         }
         tokio::spawn(runtime.clone().wake_due_runs());
         Ok(runtime)
@@ -153,8 +152,9 @@ impl Runtime {
         run: Run,
         journal: Journal,
         lease: Option<Lease>,
+        first: Option<Event>,
     ) -> Result<ActorHandle, RuntimeError> {
-        actor::spawn(&self.shared, &self.registry, run, journal, lease)
+        actor::spawn(&self.shared, &self.registry, run, journal, lease, first)
     }
 
     /// Stops every driver, kills their attempts, hands their runs off (replicas: `Handoff`,
@@ -216,7 +216,7 @@ impl Runtime {
                 return Ok(Hydrated::Terminal(Box::new(run)));
             }
             return Ok(Hydrated::Active(
-                self.spawn_actor(run, journal, None)?,
+                self.spawn_actor(run, journal, None, None)?,
                 None,
             ));
         };
@@ -240,8 +240,7 @@ impl Runtime {
             self.drive_new_run(replica, run, journal).await?;
             return Ok(view);
         }
-        let handle = self.spawn_actor(run, journal, None)?;
-        let _ = handle.tx.send(Msg::Event(Event::Started)).await;
+        self.spawn_actor(run, journal, None, Some(Event::Started))?;
         Ok(view)
     }
 

@@ -90,6 +90,7 @@ pub(crate) fn spawn(
     run: Run,
     journal: Journal,
     lease: Option<Lease>,
+    first: Option<Event>,
 ) -> Result<ActorHandle, RuntimeError> {
     let info = RunInfo {
         run_id: run.state().run_id.clone(),
@@ -154,7 +155,7 @@ pub(crate) fn spawn(
         journal_len = handle.snapshot.borrow().view.steps.len(),
         "driver started"
     );
-    tokio::spawn(actor.run(rx));
+    tokio::spawn(actor.run(rx, first));
     Ok(handle)
 }
 
@@ -166,16 +167,24 @@ impl Actor {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    /// The driver's loop. `first` (`Started` or `Recovered`) is applied before anything else,
+    /// timers included: an overdue retry timer of a recovered run must not start an attempt
+    /// that `Recovered` would then mark interrupted (the step would run twice).
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, first: Option<Event>) {
         let shutdown = self.shared.shutdown.clone();
-        if let Some(at) = self.run.next_wake() {
+        let mut first = first.map(Msg::Event);
+        let mut armed = first.is_none();
+        if armed && let Some(at) = self.run.next_wake() {
             self.arm(at);
         }
         let end = loop {
-            let msg = tokio::select! {
-                biased;
-                () = self.stop.cancelled() => None,
-                msg = rx.recv() => msg,
+            let msg = match first.take() {
+                Some(msg) => Some(msg),
+                None => tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => None,
+                    msg = rx.recv() => msg,
+                },
             };
             let Some(msg) = msg else {
                 break if shutdown.is_cancelled() || self.writer.lease().is_none() {
@@ -189,6 +198,12 @@ impl Actor {
                 // recovered from its journal when it is next needed.
                 tracing::error!(error = %e, run_id = %self.run.state().run_id, "run driver stopped");
                 break self.end_after(&e);
+            }
+            if !armed {
+                armed = true;
+                if let Some(at) = self.run.next_wake() {
+                    self.arm(at);
+                }
             }
             // Retiring may process messages that raced in; they can make the run retirable
             // again (a decision that ends it), so check until it is not.

@@ -10,9 +10,10 @@
 //! Time: the memory half runs in virtual time (`start_paused`): both replicas and the store's
 //! lease clock share one [`ManualClock`], so claims, renewals, lease expiry, `builtin:sleep`
 //! steps and the polls below cost no real time and happen in the same order however loaded
-//! the machine is. The PostgreSQL half stays in real time: it waits on sockets (a paused tokio
-//! clock would jump to the next timer during every query and expire leases that are fine) and
-//! its leases are timed by the server's clock.
+//! the machine is (on one thread: `start_paused` needs the current-thread runtime). The
+//! PostgreSQL half stays in real time, on two worker threads: it waits on sockets (a paused
+//! tokio clock would jump to the next timer during every query and expire leases that are
+//! fine) and its leases are timed by the server's clock.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 

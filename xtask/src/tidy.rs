@@ -9,6 +9,7 @@
 //! `// tidy: allow(<api>) <reason>` (for example `// tidy: allow(HashMap) never iterated`)
 //! is exempt from that one API. The reason is mandatory.
 
+pub mod clock;
 pub mod paths;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -946,6 +947,10 @@ pub fn run_all(root: &Path) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> 
         (
             "paths outside the repository",
             paths::check_outside_paths_in(root)?.violations,
+        ),
+        (
+            "clock uses outside the runtime's Clock port",
+            clock::check_clock_uses_in(root)?.violations,
         ),
     ])
 }

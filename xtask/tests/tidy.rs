@@ -68,3 +68,17 @@ fn nothing_reads_a_path_outside_the_repository() {
     );
     fail_if_any("paths outside the repository", &scan.violations);
 }
+
+#[test]
+fn the_runtime_reads_time_only_through_its_clock_port() {
+    let scan = tidy::clock::check_clock_uses_in(&xtask::workspace_root()).expect("scan");
+    assert!(
+        scan.files_scanned > 10,
+        "only {} runtime files scanned: is the walk looking in the right place?",
+        scan.files_scanned
+    );
+    fail_if_any(
+        "clock uses outside the runtime's Clock port",
+        &scan.violations,
+    );
+}

@@ -89,20 +89,26 @@ impl ReplicaConfig {
         }
     }
 
-    /// An owner id unique to this process: `<name>/<pid>/<start time in ns>` (the name is
-    /// cut to 64 characters and anything but ASCII letters, digits, `.`, `_` and `-` dropped).
+    /// An owner id unique to this call: `<name>/<pid>/<random>-<n>` (the name is cut to 64
+    /// characters and anything but ASCII letters, digits, `.`, `_` and `-` dropped; `<random>`
+    /// is 64 bits from the OS's random source, so a restarted process that gets the same pid
+    /// still differs; `<n>` counts the calls in this process). No clock is read.
     pub fn unique_owner(name: &str) -> String {
+        use std::hash::{BuildHasher, Hasher};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static CALLS: AtomicU64 = AtomicU64::new(0);
         let name: String = name
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
             .take(64)
             .collect();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        // Randomly keyed by the standard library (seeded from the OS once per thread).
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let n = CALLS.fetch_add(1, Ordering::Relaxed);
         let name = if name.is_empty() { "taskrunner" } else { &name };
-        format!("{name}/{}/{nanos}", std::process::id())
+        format!("{name}/{}/{random:016x}-{n}", std::process::id())
     }
 
     /// Refuses settings that break rule 29 or the store's limits, naming the field.
@@ -191,7 +197,7 @@ impl Runtime {
             }
             drivers_ended_only = false;
             let woken = tokio::select! {
-                () = tokio::time::sleep(config.claim_every) => None,
+                () = self.shared.clock.sleep(config.claim_every) => None,
                 w = wakeups.next() => w,
                 () = self.registry.driver_ended() => {
                     drivers_ended_only = true;
@@ -236,7 +242,7 @@ impl Runtime {
         let mut orphans: Vec<Lease> = Vec::new();
         loop {
             tokio::select! {
-                () = tokio::time::sleep(config.renew_every) => {}
+                () = self.shared.clock.sleep(config.renew_every) => {}
                 () = shutdown.cancelled() => return,
             }
             let started = self.shared.clock.monotonic();
@@ -673,7 +679,6 @@ mod tests {
     #[test]
     fn unique_owners_are_valid_and_differ() {
         let a = ReplicaConfig::unique_owner("host one!");
-        std::thread::sleep(Duration::from_millis(2));
         let b = ReplicaConfig::unique_owner("host one!");
         assert!(a.starts_with("hostone/"), "{a}");
         assert_ne!(a, b);

@@ -11,6 +11,8 @@ use std::time::Duration;
 use taskrunner_store::{ArtifactRecord, Lease, LeaseStore, NewLog, Store, StoreError, Transition};
 use tokio_util::sync::CancellationToken;
 
+use crate::ports::Clock;
+
 /// First pause before a transition refused as `Full`/`Unavailable` is tried again.
 pub(crate) const STORE_RETRY_FIRST: Duration = Duration::from_millis(50);
 /// Longest pause between two tries (the pause doubles from [`STORE_RETRY_FIRST`]).
@@ -86,7 +88,7 @@ impl RunWriter {
     /// refused for another reason, or `stop` is cancelled (shutdown, lease lost: then the
     /// transient error is returned). The run's state in memory already holds the transition,
     /// so it must not be dropped: an acknowledged transition is never lost, and the run goes
-    /// on once the store takes writes again.
+    /// on once the store takes writes again. The pauses are `clock`'s sleeps.
     ///
     /// A commit reported failed may still have been stored (a database connection lost during
     /// the commit itself): the next try then meets `Conflict`, and if the journal holds this
@@ -95,6 +97,7 @@ impl RunWriter {
     pub(crate) async fn commit_until_stored(
         &self,
         transition: Transition,
+        clock: &dyn Clock,
         stop: &CancellationToken,
     ) -> Result<Vec<u64>, StoreError> {
         let mut pause = STORE_RETRY_FIRST;
@@ -112,7 +115,7 @@ impl RunWriter {
                     tokio::select! {
                         biased;
                         () = stop.cancelled() => return Err(e),
-                        () = tokio::time::sleep(pause) => {}
+                        () = clock.sleep(pause) => {}
                     }
                     pause = (pause * 2).min(STORE_RETRY_MAX);
                 }

@@ -1,6 +1,8 @@
 //! Admission (SPEC §5.1) from the plan: unknown executors are reported once per manifest step
 //! at its manifest path, whatever nests them; secrets the host cannot supply are reported by
 //! their place in `spec.secrets`; ids follow the store's rule 26 validators.
+//!
+//! Virtual time: the runtime runs on a `ManualClock` with tokio's clock paused.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -9,16 +11,17 @@ use std::sync::Arc;
 use serde_json::Map;
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_runtime::{
-    CreateRun, Runtime, RuntimeConfig, RuntimeError, StaticSecrets, SystemClock, check_run_id,
-    check_tenant, codes,
+    CreateRun, Runtime, RuntimeConfig, RuntimeError, StaticSecrets, check_run_id, check_tenant,
+    codes,
 };
 use taskrunner_store::{MemoryStore, Store};
+use taskrunner_testkit::ManualClock;
 
 async fn start(dir: &std::path::Path, secrets: StaticSecrets) -> Runtime {
     Runtime::start(
         Store::new(MemoryStore::new()),
         ExecutorRegistry::with_builtins(),
-        Arc::new(SystemClock),
+        ManualClock::new().shared(),
         Arc::new(secrets),
         RuntimeConfig::new(dir.join("workspaces")),
     )
@@ -92,7 +95,7 @@ spec:
             - {id: alert, run: {uses: "x:alert"}}
 "#;
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unknown_executors_are_reported_once_per_manifest_step_at_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let rt = start(dir.path(), StaticSecrets::new()).await;
@@ -113,7 +116,7 @@ async fn unknown_executors_are_reported_once_per_manifest_step_at_its_path() {
     assert_eq!(found, expected);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn secrets_the_host_cannot_supply_are_reported_by_their_place() {
     let dir = tempfile::tempdir().unwrap();
     let secrets = StaticSecrets::new()

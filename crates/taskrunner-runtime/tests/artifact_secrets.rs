@@ -1,6 +1,10 @@
 //! Secrets and what a run publishes (rule 19, issue 10): a file output holding a secret value is
 //! refused with `secret-in-artifact` (its bytes never reach the data directory), and output
 //! lines with overlapping secrets leave no character of either.
+//!
+//! Real time: the steps are real processes (`builtin:shell`), which tokio's paused clock cannot
+//! see working (it would jump to the next timer meanwhile). The script's `sleep 0.1` is the
+//! process's, not the test's: it splits a line across two reads of the pipe.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 

@@ -6,6 +6,14 @@
 //! PostgreSQL (a fresh database per test, two store instances = two replicas). Without a
 //! reachable PostgreSQL the PostgreSQL half prints that it was skipped — except under
 //! `CI=true`, where it fails.
+//!
+//! Time: the memory half runs in virtual time (`start_paused`): both replicas and the store's
+//! lease clock share one [`ManualClock`], so claims, renewals, lease expiry, `builtin:sleep`
+//! steps and the polls below cost no real time and happen in the same order however loaded
+//! the machine is (on one thread: `start_paused` needs the current-thread runtime). The
+//! PostgreSQL half stays in real time, on two worker threads: it waits on sockets (a paused
+//! tokio clock would jump to the next timer during every query and expire leases that are
+//! fine) and its leases are timed by the server's clock.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -14,16 +22,18 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Map;
 use taskrunner_engine::{Decision, Event, JournalRecord, RunStatus, Timestamp};
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_runtime::{
-    CreateRun, DecisionRequest, ReplicaConfig, Runtime, RuntimeConfig, RuntimeError, StaticSecrets,
-    SystemClock,
+    Clock, CreateRun, DecisionRequest, ReplicaConfig, Runtime, RuntimeConfig, RuntimeError,
+    StaticSecrets, SystemClock,
 };
 use taskrunner_store::{MemoryStore, Store};
+use taskrunner_testkit::ManualClock;
+use tokio::time::Instant;
 
 const HEADER: &str =
     "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: rep, version: 1.0.0}\n";
@@ -38,6 +48,11 @@ enum Backend {
 struct Cluster {
     a: Runtime,
     b: Runtime,
+    /// The clock of replica B and of the memory store's leases (memory only).
+    clock: Option<ManualClock>,
+    /// Replica A's clock (memory only): `clock` itself unless the cluster was made with A's
+    /// clock apart.
+    a_clock: Option<ManualClock>,
     /// A store handle for reading what the replicas wrote.
     reader: Store,
     _dir: tempfile::TempDir,
@@ -54,11 +69,16 @@ fn replica(owner: &str) -> ReplicaConfig {
     }
 }
 
-async fn runtime(store: Store, dir: &std::path::Path, owner: &str) -> Runtime {
+async fn runtime(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    dir: &std::path::Path,
+    owner: &str,
+) -> Runtime {
     Runtime::start(
         store,
         ExecutorRegistry::with_builtins(),
-        Arc::new(SystemClock),
+        clock,
         Arc::new(StaticSecrets::new()),
         RuntimeConfig::new(dir.join(format!("ws-{owner}"))).with_replica(replica(owner)),
     )
@@ -68,10 +88,29 @@ async fn runtime(store: Store, dir: &std::path::Path, owner: &str) -> Runtime {
 
 /// Two replicas, or `None` when PostgreSQL is wanted but not reachable (skip notice printed).
 async fn cluster(backend: Backend) -> Option<Cluster> {
+    cluster_with(backend, false).await
+}
+
+/// Two replicas; on the memory store with `a_clock_apart`, replica A gets a clock of its own
+/// (started at the same time), so that the test can move B and the store's leases ahead of A.
+async fn cluster_with(backend: Backend, a_clock_apart: bool) -> Option<Cluster> {
     let dir = tempfile::tempdir().unwrap();
+    let (clock, a_clock) = match backend {
+        Backend::Memory => {
+            let clock = ManualClock::new();
+            let a_clock = if a_clock_apart {
+                ManualClock::new()
+            } else {
+                clock.clone()
+            };
+            (Some(clock), Some(a_clock))
+        }
+        Backend::Postgres => (None, None),
+    };
     let (sa, sb, reader, db) = match backend {
         Backend::Memory => {
-            let store = MemoryStore::new();
+            let lease_clock = clock.clone().unwrap();
+            let store = MemoryStore::with_time(move || lease_clock.now().millis());
             (
                 Store::new(store.clone()),
                 Store::new(store.clone()),
@@ -93,11 +132,19 @@ async fn cluster(backend: Backend) -> Option<Cluster> {
             )
         }
     };
-    let a = runtime(sa, dir.path(), "a").await;
-    let b = runtime(sb, dir.path(), "b").await;
+    let shared = |clock: &Option<ManualClock>| -> Arc<dyn Clock> {
+        match clock {
+            Some(clock) => clock.shared(),
+            None => Arc::new(SystemClock),
+        }
+    };
+    let a = runtime(sa, shared(&a_clock), dir.path(), "a").await;
+    let b = runtime(sb, shared(&clock), dir.path(), "b").await;
     Some(Cluster {
         a,
         b,
+        clock,
+        a_clock,
         reader,
         _dir: dir,
         _db: db,
@@ -113,7 +160,12 @@ fn create(manifest: &str, run_id: &str) -> CreateRun {
     }
 }
 
-/// Waits (up to 60 s) until the stored status of the run is `status`.
+/// Polls every [`POLL`] (virtual time on the memory store, so this costs no real time there;
+/// a few real milliseconds per poll on PostgreSQL).
+const POLL: Duration = Duration::from_millis(5);
+
+/// Waits (up to 60 s, virtual on the memory store) until the stored status of the run is
+/// `status`.
 async fn wait_status(store: &Store, run_id: &str, status: RunStatus) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -125,7 +177,7 @@ async fn wait_status(store: &Store, run_id: &str, status: RunStatus) {
             Instant::now() < deadline,
             "run {run_id} never reached {status:?}: {record:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -172,7 +224,7 @@ macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[tokio::test(start_paused = true)]
                 async fn $name() {
                     super::$name(super::Backend::Memory).await;
                 }
@@ -180,6 +232,7 @@ macro_rules! on_both_backends {
         }
         mod postgres {
             $(
+                // Real time: see the file's documentation.
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::Backend::Postgres).await;
@@ -287,7 +340,7 @@ async fn a_decision_on_the_other_replica_resumes_the_run_with_the_same_answers(b
             break;
         }
         assert!(Instant::now() < deadline, "never reached gate2: {view:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
     // A repeat of the same decision answers the same on either replica.
     for rt in [&c.a, &c.b] {
@@ -364,7 +417,7 @@ async fn a_decision_while_the_holder_is_busy_is_applied_by_the_holder(backend: B
             break;
         }
         assert!(Instant::now() < deadline, "gate never waited: {v:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
     let answer =
         c.b.decide(
@@ -413,4 +466,109 @@ async fn a_replica_that_shuts_down_hands_its_runs_over(backend: Backend) {
         recovered += usize::from(events.contains(&Event::Recovered));
     }
     assert!(recovered > 0, "no run was taken over by B");
+}
+
+/// Lease renewal and expiry, exactly, in virtual time (memory store; a PostgreSQL lease is
+/// timed by the server's clock, which a test cannot move). Replica A drives a long step and
+/// keeps its lease by renewing it: B never takes the run, however long A holds it. Then A
+/// stalls: B's and the store's clock jump past the lease's end while A's stands still (a
+/// paused VM, a long GC pause). B claims the expired lease within its claim interval and
+/// recovers the run; A's next renewal no longer holds the run, so A stops its driver at once;
+/// the run finishes once, under B, with a journal that verifies.
+#[tokio::test(start_paused = true)]
+async fn a_lease_is_renewed_while_held_and_taken_over_once_it_expires() {
+    let c = cluster_with(Backend::Memory, true).await.unwrap();
+    let (clock, a_clock) = (c.clock.clone().unwrap(), c.a_clock.clone().unwrap());
+    let config = replica("x");
+    let pack = format!(
+        "{HEADER}spec:\n  failure: {{retries: {{maxAttempts: 2, backoffSeconds: 0}}}}\n  steps:\n    - {{id: nap, run: {{uses: builtin:sleep, with: {{seconds: 30}}}}}}\n    - {{id: s2, run: {{uses: builtin:noop}}}}\n"
+    );
+    // Two attempts: the one A was running when it stalled is recorded as interrupted.
+    c.a.create_run(create(&pack, "stall-1")).await.unwrap();
+    let mut watch =
+        c.a.watch(TENANT, "stall-1")
+            .expect("A drives the run it created");
+    while watch.borrow_and_update().running_attempts == 0 {
+        watch.changed().await.unwrap();
+    }
+
+    // Renewal: five lease lifetimes pass; A still drives, B never took the run over. (Plus
+    // 100 ms: the stall below then falls between two claims of A, which would otherwise race
+    // B's claim at the same instant.)
+    let held_from = clock.now();
+    tokio::time::sleep(config.lease_ttl * 5 + Duration::from_millis(100)).await;
+    assert_eq!(
+        clock.now().millis() - held_from.millis(),
+        10_100,
+        "virtual time is exact"
+    );
+    assert!(
+        c.a.watch(TENANT, "stall-1").is_some(),
+        "A lost a renewed lease"
+    );
+    assert!(
+        c.b.watch(TENANT, "stall-1").is_none(),
+        "B took a renewed lease"
+    );
+    let (events, _) = verified_journal(&c.reader, "stall-1").await;
+    assert!(!events.contains(&Event::Recovered), "{events:?}");
+
+    // Expiry: B and the store jump a lease lifetime and a bit past A.
+    let stalled_at = clock.now();
+    clock.advance(config.lease_ttl + Duration::from_millis(500));
+    let mut waited = Duration::ZERO;
+    while c.b.watch(TENANT, "stall-1").is_none() {
+        assert!(
+            waited <= config.claim_every,
+            "B did not claim the expired lease within claim_every"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        waited += Duration::from_millis(1);
+    }
+    // A learns it lost the run at its next renewal, and stops driving it.
+    let mut waited = Duration::ZERO;
+    while c.a.watch(TENANT, "stall-1").is_some() {
+        assert!(
+            waited <= config.renew_every + Duration::from_millis(50),
+            "A still drives a run whose lease B took"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        waited += Duration::from_millis(1);
+    }
+    // A's clock stood still: it is now behind B's by the jump.
+    assert!(clock.now().millis() - a_clock.now().millis() >= 2_500);
+
+    wait_status(&c.reader, "stall-1", RunStatus::Succeeded).await;
+    let entries = c
+        .reader
+        .runs
+        .load_journal(TENANT, "stall-1", 0)
+        .await
+        .unwrap();
+    let recovered: Vec<i64> = entries
+        .iter()
+        .filter(|e| serde_json::from_str::<Event>(&e.payload_json).unwrap() == Event::Recovered)
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(recovered.len(), 1, "{entries:?}");
+    // B recovered the run right at the jump (the advance woke its claimer), at the latest one
+    // claim interval later.
+    let jumped_to = stalled_at.millis() + 2_500;
+    let claim_every = i64::try_from(config.claim_every.as_millis()).unwrap();
+    assert!(
+        (jumped_to..=jumped_to + claim_every).contains(&recovered[0]),
+        "recovered at {} after a jump to {jumped_to}",
+        recovered[0]
+    );
+    let (events, succeeded) = verified_journal(&c.reader, "stall-1").await;
+    assert_eq!(succeeded.get("nap"), Some(&1), "{events:?}");
+    assert_eq!(succeeded.get("s2"), Some(&1), "{events:?}");
+    assert_eq!(
+        c.a.get_run(TENANT, "stall-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RunStatus::Succeeded
+    );
 }

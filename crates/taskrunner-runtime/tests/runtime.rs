@@ -1,24 +1,39 @@
 //! The runtime end to end on real stores and real executors: runs succeed, fail, retry,
 //! wait at gates, resume after decisions, cancel, and survive a restart.
+//!
+//! Time: the tests on the memory store run in virtual time (`start_paused`, the runtime on a
+//! [`ManualClock`]), so timers, backoff and approval expiry cost no real time and fire at their
+//! exact times whatever the load. The others stay in real time and contain no sleeps: they
+//! wait for the runtime's own notifications. They must: tokio's paused clock jumps to the
+//! next timer whenever every task waits, and here tasks wait on things tokio cannot see
+//! working — a child process (`builtin:shell`), or SQLite's writer thread answering a commit
+//! (its fsync lets the paused clock race ahead by the runtime's 500 ms due-timer poll again and
+//! again, seconds of virtual time per write).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, json};
-use taskrunner_engine::{Decision, RunStatus};
+use taskrunner_engine::{Decision, Event, RunStatus};
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_runtime::{
-    CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets, SystemClock,
+    Clock, CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets,
+    SystemClock,
 };
-use taskrunner_store::{ArtifactStore, MemoryStore, Store};
+use taskrunner_store::{ArtifactStore, MemoryStore, RunStore, Store};
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
+use taskrunner_testkit::{ManualClock, T0};
+use tokio::time::Instant;
 
 /// A second handle on the same SQLite store, for reading what the runtime wrote.
 fn rt_store(dir: &std::path::Path) -> SqliteStore {
     SqliteStore::open(dir.join("data"), SqliteConfig::default()).unwrap()
 }
 
+/// A runtime on the SQLite store in `dir`, on the system clock (real time: see the file's
+/// documentation).
 async fn start(dir: &std::path::Path, secrets: StaticSecrets) -> Runtime {
     let store = SqliteStore::open(dir.join("data"), SqliteConfig::default()).unwrap();
     Runtime::start(
@@ -44,6 +59,7 @@ fn create(manifest: &str, run_id: &str) -> CreateRun {
 const HEADER: &str =
     "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: rt, version: 1.0.0}\n";
 
+// Real time: the step is a real shell process (see the file's documentation).
 #[tokio::test]
 async fn a_run_succeeds_with_outputs_logs_and_artifacts() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,6 +109,8 @@ async fn a_run_succeeds_with_outputs_logs_and_artifacts() {
     assert_eq!(by_name("answer").expression_json.as_deref(), Some("\"42\""));
 }
 
+// Real time: the steps are real shell processes. Backoff in virtual time:
+// `retries_wait_their_backoff_in_virtual_time`.
 #[tokio::test]
 async fn retries_then_failure_and_continue_on_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -109,6 +127,7 @@ async fn retries_then_failure_and_continue_on_error() {
     assert_eq!(step("never").status_reason.as_deref(), Some("run-failed"));
 }
 
+// Real time: SQLite (see the file's documentation).
 #[tokio::test]
 async fn approval_gate_parks_then_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,14 +217,15 @@ async fn approval_gate_parks_then_resumes_after_a_restart() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cancel_stops_a_running_step() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStore::new();
+    let clock = ManualClock::new();
     let rt = Runtime::start(
         Store::new(store),
         ExecutorRegistry::with_builtins(),
-        Arc::new(SystemClock),
+        clock.shared(),
         Arc::new(StaticSecrets::new()),
         RuntimeConfig::new(dir.path()),
     )
@@ -234,8 +254,11 @@ async fn cancel_stops_a_running_step() {
         rt.cancel("default", "cancel-1", None).await.unwrap(),
         RunStatus::Cancelled
     );
+    // Cancelled at once: no time passed, the 60 s step did not run out.
+    assert_eq!(clock.now(), T0);
 }
 
+// Real time: SQLite (see the file's documentation).
 #[tokio::test]
 async fn creation_errors_are_plan_errors_at_their_paths() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,10 +294,21 @@ async fn creation_errors_are_plan_errors_at_their_paths() {
     let _ = json!({});
 }
 
-#[tokio::test]
+/// Approval expiry in virtual time, on the memory store (SQLite's parking is covered by
+/// `approval_gate_parks_then_resumes_after_a_restart`, its `due_runs` by the store
+/// conformance suite).
+#[tokio::test(start_paused = true)]
 async fn parked_runs_leave_memory_and_still_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = start(dir.path(), StaticSecrets::new()).await;
+    let rt = Runtime::start(
+        Store::new(MemoryStore::new()),
+        ExecutorRegistry::with_builtins(),
+        ManualClock::new().shared(),
+        Arc::new(StaticSecrets::new()),
+        RuntimeConfig::new(dir.path()),
+    )
+    .await
+    .unwrap();
     let pack = format!(
         "{HEADER}spec:\n  approvals: [{{id: soon, expiresAfter: 1s}}, {{id: later}}]\n  steps:\n    - {{id: g1, gate: {{approval: {{id: soon}}}}}}\n"
     );
@@ -285,21 +319,25 @@ async fn parked_runs_leave_memory_and_still_expire() {
         rt.watch("default", "exp-1").is_none(),
         "a parked run holds no driver in memory"
     );
-    // The expiry is found through the store and fails the gate.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The expiry is found through the store (polled every 500 ms) and fails the gate: not
+    // before the second is up, and at the latest one poll later.
+    let parked_at = Instant::now();
+    let deadline = parked_at + Duration::from_secs(20);
     loop {
         let v = rt.get_run("default", "exp-1").await.unwrap().unwrap();
         if v.status.is_terminal() {
+            let after = parked_at.elapsed();
+            assert!(
+                after >= Duration::from_secs(1) && after <= Duration::from_millis(1_505),
+                "expired after {after:?}"
+            );
             assert_eq!(v.status, RunStatus::Failed);
             let gate = v.steps.iter().find(|s| s.step_id == "g1").unwrap();
             assert_eq!(gate.status_reason.as_deref(), Some("approval-expired"));
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the parked gate never expired"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "the parked gate never expired");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // A parked run without expiry is brought back by a decision.
     let pack2 = format!(
@@ -331,6 +369,7 @@ async fn parked_runs_leave_memory_and_still_expire() {
     let _ = view;
 }
 
+// Real time: SQLite (see the file's documentation).
 #[tokio::test]
 async fn approval_grants_are_checked_after_404_and_before_the_plan_hash() {
     let dir = tempfile::tempdir().unwrap();
@@ -393,4 +432,54 @@ async fn approval_grants_are_checked_after_404_and_before_the_plan_hash() {
         .await,
         Err(RuntimeError::Forbidden(_))
     ));
+}
+
+/// Retries wait their backoff, in virtual time and exactly: each attempt of a step that runs
+/// out of time (2 s) is retried 30 s after it failed, three attempts in all, then the run fails.
+/// Nearly two minutes of the runtime's timers in no real time.
+#[tokio::test(start_paused = true)]
+async fn retries_wait_their_backoff_in_virtual_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let clock = ManualClock::new();
+    let rt = Runtime::start(
+        Store::new(memory.clone()),
+        ExecutorRegistry::with_builtins(),
+        clock.shared(),
+        Arc::new(StaticSecrets::new()),
+        RuntimeConfig::new(dir.path()),
+    )
+    .await
+    .unwrap();
+    let pack = format!(
+        "{HEADER}spec:\n  failure: {{retries: {{maxAttempts: 3, backoffSeconds: 30}}}}\n  steps:\n    - {{id: slow, timeoutSeconds: 2, run: {{uses: builtin:sleep, with: {{seconds: 600}}}}}}\n    - {{id: never, run: {{uses: builtin:noop}}}}\n"
+    );
+    let real = std::time::Instant::now();
+    rt.create_run(create(&pack, "backoff-1")).await.unwrap();
+    let done = rt.wait_settled("default", "backoff-1").await.unwrap();
+    assert_eq!(done.status, RunStatus::Failed, "{done:#?}");
+    let slow = done.steps.iter().find(|s| s.step_id == "slow").unwrap();
+    assert_eq!(slow.attempts, 3);
+    assert_eq!(slow.status_reason.as_deref(), Some("timeout"), "{slow:#?}");
+    // Attempts end at 2 s, 2 + 30 + 2 s and 2 * (2 + 30) + 2 s, to the millisecond.
+    let finished: Vec<i64> = memory
+        .load_journal("default", "backoff-1", 0)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            matches!(
+                serde_json::from_str(&e.payload_json).unwrap(),
+                Event::AttemptFinished { .. }
+            )
+        })
+        .map(|e| e.at_ms - T0.millis())
+        .collect();
+    assert_eq!(finished, [2_000, 34_000, 66_000]);
+    assert_eq!(clock.now().millis() - T0.millis(), 66_000);
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "took {:?} of real time",
+        real.elapsed()
+    );
 }

@@ -2,6 +2,11 @@
 //! network, memory limit, quota as timeout), the mechanisms land in the step's log, secrets a
 //! step prints never reach the log, outputs, artifacts or run state, and file outputs cannot
 //! escape the workspace. Tests needing a kernel feature say so and skip.
+//!
+//! Real time: the steps are real processes under the sandbox, which tokio's paused clock
+//! cannot see working (it would jump to a step's timeout meanwhile). The scripts' `sleep`s
+//! are the processes': `sleep 0.2` splits a line across two reads of the pipe, `sleep 20` is
+//! ended by the 5 s quota (the behaviour asserted).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 

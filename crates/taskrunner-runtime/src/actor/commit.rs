@@ -262,7 +262,7 @@ impl Actor {
             Caller::Client => self.writer.commit(transition).await?,
             Caller::Run => {
                 self.writer
-                    .commit_until_stored(transition, &self.stop)
+                    .commit_until_stored(transition, &*self.shared.clock, &self.stop)
                     .await?
             }
         };

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest};
 use taskrunner_plan::{Plan, PlanError};
 
+mod backup;
 mod config;
 mod listener;
 mod run;
@@ -106,6 +107,24 @@ enum Command {
         #[arg(long)]
         unsandboxed: bool,
     },
+    /// Copy the embedded store (database and artifact blobs) into one backup file, while
+    /// `serve` keeps running and writing.
+    Backup {
+        /// The backup file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Restore a backup into a new data directory; `serve` on it continues every run that was
+    /// in flight when the backup was taken.
+    Restore {
+        /// The backup file written by `taskrunner backup`.
+        #[arg(value_name = "FILE")]
+        from: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Continue a run waiting for approval: decide its gates and follow it.
     Resume {
         #[arg(value_name = "RUN_ID")]
@@ -119,6 +138,35 @@ enum Command {
         #[command(flatten)]
         local: LocalArgs,
     },
+}
+
+/// Where the embedded store is.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// A TOML configuration file (see docs/CONFIG.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory [env: TASKRUNNER_DATA_DIR] [default: ./taskrunner-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The data directory of the embedded store; refuses a PostgreSQL configuration.
+    fn data_dir(self) -> Result<PathBuf> {
+        let settings = config::load(config::Flags {
+            config: self.config,
+            data_dir: self.data_dir,
+            secrets_dir: None,
+            database_url: None,
+        })?;
+        if settings.database.is_some() {
+            anyhow::bail!(
+                "backup and restore cover the embedded store; on PostgreSQL use pg_dump/pg_restore and copy the artifact directory (docs/DEPLOYMENT.md)"
+            );
+        }
+        Ok(settings.data_dir)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +324,32 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 output,
             ))?;
             exit_with(ending.code())
+        }
+        Command::Backup { to, store } => {
+            let data_dir = store.data_dir()?;
+            let done = backup::backup(&data_dir, &to)?;
+            eprintln!(
+                "backed up {} runs ({} in flight) and {} artifact blobs from {} to {} ({} bytes)",
+                done.runs,
+                done.active_runs,
+                done.blobs,
+                data_dir.display(),
+                to.display(),
+                done.bytes
+            );
+            Ok(())
+        }
+        Command::Restore { from, store } => {
+            let data_dir = store.data_dir()?;
+            let done = backup::restore(&from, &data_dir)?;
+            eprintln!(
+                "restored {} runs ({} in flight, every journal verified) and {} artifact blobs into {}",
+                done.runs,
+                done.active_runs,
+                done.blobs,
+                data_dir.display()
+            );
+            Ok(())
         }
         Command::Resume {
             run_id,

@@ -21,6 +21,9 @@ use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
 
 use crate::config::DatabaseSettings;
 
+/// The embedded store's directory inside the data directory (workspaces sit beside it).
+pub(crate) const STORE_DIR: &str = "store";
+
 /// How a local run ended, as an exit code.
 pub(crate) enum Ending {
     Succeeded,
@@ -73,9 +76,10 @@ pub(crate) async fn start(local: &Local, database: Option<&DatabaseSettings>) ->
     let mut config = RuntimeConfig::new(&local.workspace_root);
     let store = match database {
         None => Store::new(
-            SqliteStore::open(local.data_dir.join("store"), SqliteConfig::default()).with_context(
-                || format!("cannot open the store in {}", local.data_dir.display()),
-            )?,
+            SqliteStore::open(local.data_dir.join(STORE_DIR), SqliteConfig::default())
+                .with_context(|| {
+                    format!("cannot open the store in {}", local.data_dir.display())
+                })?,
         ),
         Some(db) => {
             let pg = PostgresStore::connect(PostgresConfig::new(db.url.clone(), &db.artifact_dir))

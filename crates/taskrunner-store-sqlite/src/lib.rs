@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate implements `taskrunner-store`'s ports and passes its
 //! conformance suite; it knows nothing of the engine.
 
+pub mod backup;
 mod config;
 mod leases;
 mod read;

@@ -17,12 +17,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Brings the database up to [`SCHEMA_VERSION`]; refuses a database newer than this build.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let current = user_version(conn)?;
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::Backend(format!(
-            "database schema version {current} is newer than this build supports ({SCHEMA_VERSION})"
-        )));
-    }
+    let current = refuse_newer(conn)?;
     for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let target = index as u32 + 1;
         let tx = conn
@@ -45,6 +40,19 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         );
     }
     Ok(())
+}
+
+/// The database's schema version; refuses one newer than this build (there are no downgrades:
+/// an older binary must not write a store a newer one migrated).
+pub(crate) fn refuse_newer(conn: &Connection) -> Result<u32, StoreError> {
+    let current = user_version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this build (taskrunner {}) supports ({SCHEMA_VERSION}); run the newer taskrunner or restore a backup taken before the upgrade",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(current)
 }
 
 pub(crate) fn user_version(conn: &Connection) -> Result<u32, StoreError> {

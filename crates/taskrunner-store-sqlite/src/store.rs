@@ -71,6 +71,9 @@ fn open_write_connection(db_path: &Path, config: &SqliteConfig) -> StoreResult<C
     )
     .map_err(db_error)?;
     conn.busy_timeout(config.busy_timeout).map_err(db_error)?;
+    // Before anything writes (switching to WAL rewrites the header): a newer store is refused
+    // untouched.
+    schema::refuse_newer(&conn)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(db_error)?;

@@ -180,6 +180,8 @@ fn a_store_from_a_newer_build_is_refused_and_left_untouched() {
     let fixture = fixtures().pop().unwrap();
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture, dir.path());
+    // Opened once by this build: migrated, and it records itself as the store's last writer.
+    drop(SqliteStore::open(dir.path().join("store"), SqliteConfig::default()).unwrap());
     let db = dir.path().join("store").join(DB_FILE_NAME);
     // The schema version (SQLite's `user_version`) lives at byte 60 of the header.
     let mut bytes = std::fs::read(&db).unwrap();
@@ -187,12 +189,22 @@ fn a_store_from_a_newer_build_is_refused_and_left_untouched() {
     std::fs::write(&db, &bytes).unwrap();
     let err = SqliteStore::open(dir.path().join("store"), SqliteConfig::default()).unwrap_err();
     assert!(
-        err.to_string().contains("schema version 999 is newer than this build"),
+        err.to_string().contains(&format!(
+            "schema version 999, last written by taskrunner {}, is newer than this build",
+            env!("CARGO_PKG_VERSION")
+        )),
         "{err}"
     );
-    assert_eq!(
-        std::fs::read(&db).unwrap(),
-        bytes,
+    assert!(
+        std::fs::read(&db).unwrap() == bytes,
         "a refused store was modified"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !files.iter().any(|f| f.ends_with("-wal")),
+        "a refused store got a WAL: {files:?}"
     );
 }

@@ -9,7 +9,13 @@ use tokio_postgres::Client;
 use crate::rows::db_error;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    ("0002_meta", include_str!("../migrations/0002_meta.sql")),
+];
+
+/// The version of taskrunner this store adapter belongs to (the workspace's version).
+const TASKRUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -45,8 +51,20 @@ async fn migrate_locked(client: &mut Client) -> StoreResult<()> {
         .map_err(db_error)?;
     let current = schema_version(client).await?;
     if current > SCHEMA_VERSION {
+        let writer = client
+            .query_opt(
+                "SELECT value FROM taskrunner_meta WHERE key = 'written_by'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.try_get::<_, String>(0).ok())
+            .map_or_else(String::new, |v| {
+                format!(", last written by taskrunner {v},")
+            });
         return Err(StoreError::Backend(format!(
-            "database schema version {current} is newer than this build supports ({SCHEMA_VERSION})"
+            "database schema version {current}{writer} is newer than this build (taskrunner {TASKRUNNER_VERSION}) supports ({SCHEMA_VERSION}); run the newer taskrunner or restore a backup taken before the upgrade"
         )));
     }
     for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
@@ -68,6 +86,23 @@ async fn migrate_locked(client: &mut Client) -> StoreResult<()> {
             "applied store migration"
         );
     }
+    // Which versions created the store and last opened it for writing.
+    client
+        .execute(
+            "INSERT INTO taskrunner_meta (key, value) VALUES ('created_by', $1) \
+             ON CONFLICT (key) DO NOTHING",
+            &[&TASKRUNNER_VERSION],
+        )
+        .await
+        .map_err(db_error)?;
+    client
+        .execute(
+            "INSERT INTO taskrunner_meta (key, value) VALUES ('written_by', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&TASKRUNNER_VERSION],
+        )
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use crate::rows::db_error;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     ("0002_leases", include_str!("../migrations/0002_leases.sql")),
+    ("0003_meta", include_str!("../migrations/0003_meta.sql")),
 ];
 
 /// The schema version this build writes.
@@ -47,12 +48,41 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 pub(crate) fn refuse_newer(conn: &Connection) -> Result<u32, StoreError> {
     let current = user_version(conn)?;
     if current > SCHEMA_VERSION {
+        let writer = conn
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'written_by'",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .map_or_else(
+                |_| String::new(),
+                |v| format!(", last written by taskrunner {v},"),
+            );
         return Err(StoreError::Backend(format!(
-            "database schema version {current} is newer than this build (taskrunner {}) supports ({SCHEMA_VERSION}); run the newer taskrunner or restore a backup taken before the upgrade",
-            env!("CARGO_PKG_VERSION")
+            "database schema version {current}{writer} is newer than this build (taskrunner {TASKRUNNER_VERSION}) supports ({SCHEMA_VERSION}); run the newer taskrunner or restore a backup taken before the upgrade"
         )));
     }
     Ok(current)
+}
+
+/// The version of taskrunner this store adapter belongs to (the workspace's version).
+const TASKRUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Records the taskrunner version opening the store for writing (`written_by`), and the one
+/// that created it (`created_by`, kept from the first open after migration 0003).
+pub(crate) fn record_writer(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('created_by', ?1) ON CONFLICT (key) DO NOTHING",
+        [TASKRUNNER_VERSION],
+    )
+    .map_err(db_error)?;
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('written_by', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [TASKRUNNER_VERSION],
+    )
+    .map_err(db_error)?;
+    Ok(())
 }
 
 pub(crate) fn user_version(conn: &Connection) -> Result<u32, StoreError> {

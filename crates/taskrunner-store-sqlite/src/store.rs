@@ -88,6 +88,7 @@ fn open_write_connection(db_path: &Path, config: &SqliteConfig) -> StoreResult<C
         .map_err(db_error)?;
     conn.set_prepared_statement_cache_capacity(64);
     schema::migrate(&mut conn)?;
+    schema::record_writer(&conn)?;
     Ok(conn)
 }
 

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use taskrunner_engine::{JournalRecord, Timestamp};
 use taskrunner_store::{digest_of_stored_path, hex, stored_path_for};
 use taskrunner_store_sqlite::backup::{
     DatabaseCopy, StoredJournal, copy_database, describe, for_each_journal,
@@ -268,18 +267,9 @@ pub(crate) fn verify_journals(db: &Path) -> Result<u64> {
         let records = journal
             .entries
             .iter()
-            .map(|e| {
-                Ok(JournalRecord {
-                    seq: e.seq,
-                    at: Timestamp(e.at_ms),
-                    event: serde_json::from_str(&e.payload_json).with_context(|| {
-                        format!("{run}: journal record {} does not decode", e.seq)
-                    })?,
-                    prev_hash: e.prev_hash.clone(),
-                    hash: e.hash.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(taskrunner_runtime::journal_record)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("{run}: {e}"))?;
         taskrunner_engine::verify(&journal.plan_hash, &records, journal.head.as_deref())
             .map_err(|e| anyhow!("{run}: {e}"))
     })

@@ -41,6 +41,7 @@ pub use ports::{
     ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, SleepFuture, StaticSecrets,
     SystemClock,
 };
+pub use records::{from_entry as journal_record, verified_journal};
 pub use render::log_entry_json;
 pub use replica::{CLAIM_EVERY_MAX, MAX_DRIVERS_MAX, RENEW_EVERY_MAX, ReplicaConfig};
 pub use runtime::Runtime;

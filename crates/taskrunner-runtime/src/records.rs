@@ -2,7 +2,7 @@
 //! opaque rows. The one place that knows both shapes.
 
 use taskrunner_engine::{JournalRecord, LogEntry, Timestamp};
-use taskrunner_store::{JournalEntry, NewLog};
+use taskrunner_store::{JournalEntry, NewLog, RunRecord, RunStore};
 
 use crate::error::RuntimeError;
 
@@ -32,7 +32,7 @@ pub(crate) fn to_entry(record: &JournalRecord) -> Result<JournalEntry, RuntimeEr
 
 /// A stored entry read back as a journal record (the message names the entry when its payload
 /// does not decode).
-pub(crate) fn from_entry(entry: &JournalEntry) -> Result<JournalRecord, String> {
+pub fn from_entry(entry: &JournalEntry) -> Result<JournalRecord, String> {
     Ok(JournalRecord {
         seq: entry.seq,
         at: Timestamp(entry.at_ms),
@@ -41,4 +41,32 @@ pub(crate) fn from_entry(entry: &JournalEntry) -> Result<JournalRecord, String> 
         prev_hash: entry.prev_hash.clone(),
         hash: entry.hash.clone(),
     })
+}
+
+/// A run's stored journal, verified from the plan hash to the head its run row records (so
+/// nothing was altered, reordered or cut off): the run row and the records. For auditors, backup
+/// checks and tests; the runtime itself verifies on every load.
+pub async fn verified_journal(
+    runs: &dyn RunStore,
+    tenant: &str,
+    run_id: &str,
+) -> Result<(RunRecord, Vec<JournalRecord>), RuntimeError> {
+    let corrupt = |message: String| RuntimeError::Corrupt {
+        run_id: run_id.to_owned(),
+        message,
+    };
+    let record = runs
+        .get_run(tenant, run_id)
+        .await?
+        .ok_or_else(|| RuntimeError::NotFound(format!("run {run_id}")))?;
+    let records = runs
+        .load_journal(tenant, run_id, 0)
+        .await?
+        .iter()
+        .map(from_entry)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(corrupt)?;
+    taskrunner_engine::verify(&record.plan_hash, &records, record.journal_head.as_deref())
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok((record, records))
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskrunner_engine::{Decision, JournalRecord, RunStatus, Timestamp};
+use taskrunner_engine::{Decision, RunStatus, Timestamp};
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_runtime::{
     Clock, DecisionRequest, Runtime, RuntimeConfig, StaticSecrets, SystemClock,
@@ -48,21 +48,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 async fn verify_journal(store: &SqliteStore, run_id: &str) {
-    let record = store.get_run("default", run_id).await.unwrap().unwrap();
-    let records: Vec<JournalRecord> = store
-        .load_journal("default", run_id, 0)
+    taskrunner_runtime::verified_journal(store, "default", run_id)
         .await
-        .unwrap()
-        .iter()
-        .map(|e| JournalRecord {
-            seq: e.seq,
-            at: Timestamp(e.at_ms),
-            event: serde_json::from_str(&e.payload_json).unwrap(),
-            prev_hash: e.prev_hash.clone(),
-            hash: e.hash.clone(),
-        })
-        .collect();
-    taskrunner_engine::verify(&record.plan_hash, &records, record.journal_head.as_deref())
         .unwrap_or_else(|e| panic!("{run_id}: {e}"));
 }
 

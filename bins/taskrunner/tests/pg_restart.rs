@@ -1,13 +1,15 @@
 //! PostgreSQL restarted under two `taskrunner serve` replicas with 200 runs in flight (issue 10,
 //! item 7). The test starts a private server (never the machine's shared cluster), two replicas
-//! on it, 200 runs whose shell steps take a while (50 of them behind an approval gate), and
-//! stops the server with `pg_ctl -m immediate` (a crash) while steps run. While it is down both
-//! replicas keep answering: reads 200 or 503 `storage_unavailable` with `Retry-After`, creates
-//! and decisions 503, never a 500, never a hang. The server comes back; both replicas reconnect
-//! (each creates and finishes a run), every run finishes, every journal verifies against the
-//! stored head, each step was executed exactly once (each shell step appends a line to
-//! `<step>.count` in its run's workspace, shared by the replicas; the journal has one
-//! successful attempt, attempt 1, per step), and each acknowledged decision is in the journal.
+//! on it, 200 runs whose shell steps take a while (150 held in their first step until the test
+//! releases them, 50 behind an approval gate), and stops the server with `pg_ctl -m immediate`
+//! (a crash) right after releasing half the held steps. While it is down both replicas keep
+//! answering: reads 200 or 503 `storage_unavailable` with `Retry-After`, creates and decisions
+//! 503, never a 500, never a hang. The server comes back; both replicas reconnect (each creates
+//! and finishes a run), every run finishes, every journal verifies against the stored head,
+//! every step's output line is in the log, each step was executed exactly once (each shell step
+//! appends a line to `<step>.count` in its run's workspace, shared by the replicas; the journal
+//! has one successful attempt, attempt 1, per step), and each acknowledged decision is in the
+//! journal.
 //!
 //! Exactly once holds because the downtime (`DOWNTIME`) is shorter than what a lease survives
 //! without renewal (the default 10 s lease, renewed every 3 s): the holders renew after the
@@ -34,6 +36,7 @@ use private_pg::PrivatePg;
 use serde_json::json;
 use serve::{Answer, Serve, skip, successes, try_request, verified_journal};
 use taskrunner_engine::Event;
+use taskrunner_store::{LOGS_LIMIT_MAX, LogStore};
 use taskrunner_store_postgres::{PostgresConfig, PostgresStore};
 
 /// Runs in flight when the database goes away.
@@ -48,12 +51,14 @@ const DOWNTIME: Duration = Duration::from_secs(4);
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 fn script(step: &str, seconds: &str) -> String {
-    format!("echo executed >> {step}.count; sleep {seconds}")
+    format!("echo executed >> {step}.count; sleep {seconds}; echo out-{step}")
 }
 
 /// A step that runs until the test puts a `release` file into its run's workspace.
 fn held_script(step: &str) -> String {
-    format!("echo executed >> {step}.count; while [ ! -e release ]; do sleep 0.2; done")
+    format!(
+        "echo executed >> {step}.count; while [ ! -e release ]; do sleep 0.2; done; echo out-{step}"
+    )
 }
 
 fn plain_pack() -> String {
@@ -397,6 +402,7 @@ fn postgres_restarted_under_two_replicas_loses_nothing_and_runs_nothing_twice() 
         }))
         .unwrap();
     let mut recovered = 0;
+    let mut repeated_lines = 0;
     for id in ids.iter().chain(&after) {
         let (status, events) = rt.block_on(verified_journal(&store, id));
         assert_eq!(status, "Succeeded", "{id}");
@@ -413,6 +419,18 @@ fn postgres_restarted_under_two_replicas_loses_nothing_and_runs_nothing_twice() 
                 1,
                 "{id}: {step} executed"
             );
+        }
+        // Each step's output line is in the log (none dropped while the database was away).
+        let logs = rt
+            .block_on(store.logs("default", id, 0, LOGS_LIMIT_MAX))
+            .unwrap();
+        for step in steps {
+            let lines = logs
+                .iter()
+                .filter(|l| l.event_type == "step.output" && l.message == format!("out-{step}"))
+                .count();
+            assert!(lines >= 1, "{id}: the output of {step} is lost: {logs:#?}");
+            repeated_lines += lines - 1;
         }
         for e in &events {
             if let Event::AttemptFinished {
@@ -437,7 +455,7 @@ fn postgres_restarted_under_two_replicas_loses_nothing_and_runs_nothing_twice() 
     eprintln!(
         "figures: {RUNS} runs ({GATED} gated), {running} Running at the crash, database down \
          {downtime:?}, all finished {finished:?} after it came back, {recovered} runs with a \
-         Recovered record, whole test {:?}",
+         Recovered record, {repeated_lines} output lines stored twice, whole test {:?}",
         started.elapsed()
     );
     drop(store);

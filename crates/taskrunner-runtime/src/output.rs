@@ -10,6 +10,7 @@ use taskrunner_engine::{OutputResult, Secrets};
 use taskrunner_exec::{OutputLine, OutputStream};
 use taskrunner_store::{ArtifactRecord, BlobSource, LogRecord, NewLog, Store};
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::ports::Clock;
 use crate::shared::Shared;
@@ -159,13 +160,15 @@ pub(crate) fn splice_before_end(logs: &mut Vec<NewLog>, failures: Vec<NewLog>) {
 }
 
 /// Step output lines → `step.output` log entries (stdout `info`, stderr `warn`), appended in
-/// batches; never blocks the run on a slow follower (broadcast drops for laggards).
+/// batches; never blocks the run on a slow follower (broadcast drops for laggards). A store
+/// that cannot take writes now is waited out until `stop` (the driver's) is cancelled.
 pub(crate) async fn forward_output(
     clock: Arc<dyn Clock>,
     writer: RunWriter,
     step_id: String,
     mut lines: mpsc::Receiver<OutputLine>,
     live: broadcast::Sender<LogRecord>,
+    stop: CancellationToken,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = lines.recv().await {
@@ -205,7 +208,10 @@ pub(crate) async fn forward_output(
                 }
             })
             .collect();
-        match writer.append_logs(logs.clone()).await {
+        match writer
+            .append_logs_until_stored(logs.clone(), &*clock, &stop)
+            .await
+        {
             Ok(sequences) => {
                 for (sequence, log) in sequences.into_iter().zip(logs) {
                     let _ = live.send(LogRecord::from_new(sequence, log));

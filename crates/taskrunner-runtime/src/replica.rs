@@ -34,6 +34,10 @@ use crate::writer::RunWriter;
 
 /// Longest renewal interval (rule 29: a lease is renewed at least every 3 s).
 pub const RENEW_EVERY_MAX: Duration = Duration::from_secs(3);
+/// Pause before renewing again after a renewal failed (the database away): the leases are
+/// renewed as soon as it is back, not a whole renewal interval later, when they may have
+/// expired on the server meanwhile.
+pub(crate) const RENEW_RETRY: Duration = Duration::from_millis(250);
 /// Longest claim interval (an expired lease is taken over within 2 s, rule 29).
 pub const CLAIM_EVERY_MAX: Duration = Duration::from_secs(1);
 
@@ -228,9 +232,10 @@ impl Runtime {
         }
     }
 
-    /// Replicas: renews every lease each `renew_every`; a driver whose lease is missing from
-    /// the answer was taken over and is stopped at once. When renewing keeps failing for longer
-    /// than a lease lasts, every driver is stopped (another replica may take the runs over).
+    /// Replicas: renews every lease each `renew_every` (after a failed renewal, again after
+    /// [`RENEW_RETRY`]); a driver whose lease is missing from the answer was taken over and is
+    /// stopped at once. When renewing keeps failing for longer than a lease lasts (less one
+    /// renewal interval), every driver is stopped (another replica may take the runs over).
     pub(crate) async fn renew_loop(self) {
         let Some(replica) = self.replica() else {
             return;
@@ -240,15 +245,17 @@ impl Runtime {
         let mut last_ok = self.shared.clock.monotonic();
         // Leases held in the store with no driver here, seen at the previous renewal.
         let mut orphans: Vec<Lease> = Vec::new();
+        let mut pause = config.renew_every;
         loop {
             tokio::select! {
-                () = self.shared.clock.sleep(config.renew_every) => {}
+                () = self.shared.clock.sleep(pause) => {}
                 () = shutdown.cancelled() => return,
             }
             let started = self.shared.clock.monotonic();
             let held = match leases.renew(&config.owner, config.lease_ttl).await {
                 Ok(held) => {
                     last_ok = started;
+                    pause = config.renew_every;
                     orphans = self.release_orphans(held.clone(), &orphans).await;
                     Some(
                         held.into_iter()
@@ -258,6 +265,7 @@ impl Runtime {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "replica: renewing leases failed");
+                    pause = RENEW_RETRY.min(config.renew_every);
                     None
                 }
             };

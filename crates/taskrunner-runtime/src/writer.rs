@@ -100,35 +100,41 @@ impl RunWriter {
         clock: &dyn Clock,
         stop: &CancellationToken,
     ) -> Result<Vec<u64>, StoreError> {
-        let mut pause = STORE_RETRY_FIRST;
-        let mut failures = 0u32;
+        let mut wait = TransientWait::new(&self.run_id, "transition", clock);
         loop {
             match self.commit(transition.clone()).await {
-                Err(e) if e.is_transient() => {
-                    failures += 1;
-                    metrics::counter!("taskrunner_store_write_retries_total").increment(1);
-                    if failures == 1 {
-                        tracing::warn!(error = %e, run_id = %self.run_id, "store cannot take the run's transition now: trying again until it does");
-                    } else {
-                        tracing::debug!(error = %e, run_id = %self.run_id, failures, "store still cannot take the transition");
-                    }
-                    tokio::select! {
-                        biased;
-                        () = stop.cancelled() => return Err(e),
-                        () = clock.sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(STORE_RETRY_MAX);
-                }
+                Err(e) if e.is_transient() => wait.pause(e, stop).await?,
                 Err(StoreError::Conflict { expected, actual })
-                    if failures > 0 && self.already_stored(&transition).await =>
+                    if wait.failures > 0 && self.already_stored(&transition).await =>
                 {
                     tracing::info!(run_id = %self.run_id, expected, actual, "a transition reported failed had been stored");
                     return Ok(Vec::new());
                 }
                 other => {
-                    if failures > 0 && other.is_ok() {
-                        tracing::info!(run_id = %self.run_id, failures, "store takes writes again: transition stored");
-                    }
+                    wait.done(other.is_ok());
+                    return other;
+                }
+            }
+        }
+    }
+
+    /// Appends step output lines like [`RunWriter::append_logs`], waiting out a store that
+    /// cannot take writes now as [`RunWriter::commit_until_stored`] does (the step's end is
+    /// recorded after its output, so the run waits for the store anyway). An append reported
+    /// failed that was stored all the same (a connection lost during its commit) is appended
+    /// again: a line may then appear twice, never be lost.
+    pub(crate) async fn append_logs_until_stored(
+        &self,
+        logs: Vec<NewLog>,
+        clock: &dyn Clock,
+        stop: &CancellationToken,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut wait = TransientWait::new(&self.run_id, "step output", clock);
+        loop {
+            match self.append_logs(logs.clone()).await {
+                Err(e) if e.is_transient() => wait.pause(e, stop).await?,
+                other => {
+                    wait.done(other.is_ok());
                     return other;
                 }
             }
@@ -180,6 +186,53 @@ impl RunWriter {
                     .upsert_artifact(&self.tenant, &self.run_id, record)
                     .await
             }
+        }
+    }
+}
+
+/// The pauses between tries of a write the store refused as transient: 50 ms doubling to 2 s,
+/// one warning for the first refusal, one line when the store takes the write.
+struct TransientWait<'a> {
+    run_id: &'a str,
+    clock: &'a dyn Clock,
+    what: &'static str,
+    pause: Duration,
+    failures: u32,
+}
+
+impl<'a> TransientWait<'a> {
+    fn new(run_id: &'a str, what: &'static str, clock: &'a dyn Clock) -> Self {
+        TransientWait {
+            run_id,
+            clock,
+            what,
+            pause: STORE_RETRY_FIRST,
+            failures: 0,
+        }
+    }
+
+    /// Sleeps before the next try; `Err(e)` once `stop` is cancelled.
+    async fn pause(&mut self, e: StoreError, stop: &CancellationToken) -> Result<(), StoreError> {
+        self.failures += 1;
+        metrics::counter!("taskrunner_store_write_retries_total").increment(1);
+        if self.failures == 1 {
+            tracing::warn!(error = %e, run_id = %self.run_id, what = self.what, "store cannot take the run's write now: trying again until it does");
+        } else {
+            tracing::debug!(error = %e, run_id = %self.run_id, what = self.what, failures = self.failures, "store still cannot take the write");
+        }
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(e),
+            () = self.clock.sleep(self.pause) => {}
+        }
+        self.pause = (self.pause * 2).min(STORE_RETRY_MAX);
+        Ok(())
+    }
+
+    /// The write ended (`stored` or refused for another reason) after waiting.
+    fn done(&self, stored: bool) {
+        if self.failures > 0 && stored {
+            tracing::info!(run_id = %self.run_id, what = self.what, failures = self.failures, "store takes writes again: stored");
         }
     }
 }

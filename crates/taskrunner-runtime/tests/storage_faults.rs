@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Map;
@@ -17,8 +17,8 @@ use taskrunner_runtime::{
     CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets,
 };
 use taskrunner_store::{
-    JournalEntry, ListQuery, MemoryStore, NewRun, Page, RunRecord, RunStore, Store, StoreError,
-    StoreFuture, Transition,
+    JournalEntry, ListQuery, LogRecord, LogStore, MemoryStore, NewLog, NewRun, Page, RunRecord,
+    RunStore, Store, StoreError, StoreFuture, Transition,
 };
 use taskrunner_testkit::ManualClock;
 
@@ -90,11 +90,45 @@ impl RunStore for Failing {
     }
 }
 
+/// Log appends refused as `Unavailable` (a database away) while `down` is set.
+struct FailingLogs {
+    inner: MemoryStore,
+    down: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl LogStore for FailingLogs {
+    fn logs<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+        after_sequence: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<LogRecord>> {
+        self.inner.logs(tenant, run_id, after_sequence, limit)
+    }
+    fn append_logs<'a>(
+        &'a self,
+        tenant: &'a str,
+        run_id: &'a str,
+        logs: Vec<NewLog>,
+    ) -> StoreFuture<'a, Vec<u64>> {
+        if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            let e = StoreError::Unavailable("postgres: connection refused".into());
+            return Box::pin(async move { Err(e) });
+        }
+        self.inner.append_logs(tenant, run_id, logs)
+    }
+}
+
 struct Fixture {
     rt: Runtime,
     memory: MemoryStore,
     mode: Arc<AtomicU8>,
     refused: Arc<AtomicUsize>,
+    logs_down: Arc<AtomicBool>,
+    logs_refused: Arc<AtomicUsize>,
     _dir: tempfile::TempDir,
 }
 
@@ -108,9 +142,15 @@ async fn fixture() -> Fixture {
         mode: mode.clone(),
         refused: refused.clone(),
     });
-    let rest = Arc::new(memory.clone());
+    let logs_down = Arc::new(AtomicBool::new(false));
+    let logs_refused = Arc::new(AtomicUsize::new(0));
+    let logs = Arc::new(FailingLogs {
+        inner: memory.clone(),
+        down: logs_down.clone(),
+        refused: logs_refused.clone(),
+    });
     let rt = Runtime::start(
-        Store::from_parts(runs, rest.clone(), rest),
+        Store::from_parts(runs, logs, Arc::new(memory.clone())),
         ExecutorRegistry::with_builtins(),
         ManualClock::new().shared(),
         Arc::new(StaticSecrets::new()),
@@ -123,6 +163,8 @@ async fn fixture() -> Fixture {
         memory,
         mode,
         refused,
+        logs_down,
+        logs_refused,
         _dir: dir,
     }
 }
@@ -231,4 +273,37 @@ async fn the_runs_transitions_wait_for_the_store_and_the_run_finishes() {
             .unwrap()
             .is_none()
     );
+}
+
+const ECHO_PACK: &str = "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: out, version: 1.0.0}\nspec:\n  steps:\n    - {id: say, run: {uses: builtin:echo, with: {message: kept across the outage}}}\n";
+
+#[tokio::test(start_paused = true)]
+async fn step_output_waits_for_the_store_and_is_kept() {
+    let f = fixture().await;
+    f.logs_down.store(true, Ordering::SeqCst);
+    f.rt.create_run(create(ECHO_PACK, "out")).await.unwrap();
+    // Half a minute of virtual time with the log store away: the output is tried again and
+    // the step's end waits for it.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let tries = f.logs_refused.load(Ordering::SeqCst);
+    assert!((10..=100).contains(&tries), "tried {tries} times");
+    let stored = f.memory.get_run("default", "out").await.unwrap().unwrap();
+    assert_ne!(
+        stored.status, "Succeeded",
+        "the step ended before its output was stored"
+    );
+    f.logs_down.store(false, Ordering::SeqCst);
+    let view = f.rt.wait_settled("default", "out").await.unwrap();
+    assert_eq!(view.status, RunStatus::Succeeded, "{view:#?}");
+    let logs = f.memory.logs("default", "out", 0, 1000).await.unwrap();
+    let output: Vec<&str> = logs
+        .iter()
+        .filter(|l| l.event_type == "step.output")
+        .map(|l| l.message.as_str())
+        .collect();
+    assert_eq!(output, ["kept across the outage"], "{logs:#?}");
+    // Sequences stay gap-free and in order.
+    for (i, l) in logs.iter().enumerate() {
+        assert_eq!(l.sequence, i as u64 + 1, "{logs:#?}");
+    }
 }

@@ -13,8 +13,9 @@ pub const POOL_SIZE_MAX: usize = 256;
 /// How the PostgreSQL adapter is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
-    /// libpq-style URL or key/value string (`postgres://user@host:5432/db`). TLS is not
-    /// supported: connect over a private network or a local socket.
+    /// libpq-style URL or key/value string (`postgres://user@host:5432/db`). TLS as in libpq:
+    /// `sslmode=disable|prefer|require|verify-ca|verify-full` and `sslrootcert=<PEM file>`
+    /// (default `prefer`; see `docs/DEPLOYMENT.md`).
     pub url: String,
     /// Directory holding `artifacts/sha256/…` blobs; every replica must see the same one.
     pub artifact_dir: PathBuf,

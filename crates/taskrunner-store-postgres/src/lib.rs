@@ -18,6 +18,7 @@ mod read;
 mod rows;
 mod schema;
 mod store;
+mod tls;
 mod writer;
 
 pub use config::{MAX_BATCH_MAX, POOL_SIZE_MAX, PostgresConfig, QUEUE_CAPACITY_MAX};

@@ -8,16 +8,22 @@ use std::time::Duration;
 use futures::StreamExt;
 use taskrunner_store::{WAKEUP_CHANNEL, WakeHub, Wakeup};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use crate::tls::Tls;
 
 /// Pause before reconnecting a listener whose connection failed.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// Starts the listener task; abort the handle to stop it.
-pub(crate) fn spawn_listener(config: tokio_postgres::Config, hub: WakeHub) -> JoinHandle<()> {
+pub(crate) fn spawn_listener(
+    config: tokio_postgres::Config,
+    tls: Tls,
+    hub: WakeHub,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = listen_once(&config, &hub).await {
+            if let Err(e) = listen_once(&config, &tls, &hub).await {
                 tracing::warn!(error = %e, "store: wake-up listener lost its connection");
             }
             tokio::time::sleep(RECONNECT_DELAY).await;
@@ -25,8 +31,15 @@ pub(crate) fn spawn_listener(config: tokio_postgres::Config, hub: WakeHub) -> Jo
     })
 }
 
-async fn listen_once(config: &tokio_postgres::Config, hub: &WakeHub) -> Result<(), String> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+    hub: &WakeHub,
+) -> Result<(), String> {
+    let (client, mut connection) = config
+        .connect(tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let forward = hub.clone();
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

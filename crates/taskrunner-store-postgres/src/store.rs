@@ -14,11 +14,10 @@ use taskrunner_store::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 use crate::config::PostgresConfig;
 use crate::writer::{self, BatchStats, Op, Outcome, Request, StatsCells};
-use crate::{leases, notify, read, schema};
+use crate::{leases, notify, read, schema, tls};
 
 #[derive(Debug)]
 struct Inner {
@@ -70,11 +69,7 @@ impl PostgresStore {
     /// Fails on an unreachable database, a bad URL, or a schema newer than this build.
     pub async fn connect(config: PostgresConfig) -> StoreResult<Self> {
         let config = config.clamped();
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
-            StoreError::Invalid(format!(
-                "database url is not a PostgreSQL connection string: {e}"
-            ))
-        })?;
+        let (mut pg, tls, _) = tls::configure(&config.url)?;
         // A replica that stalls (SIGSTOP, a partition) in the middle of a write transaction
         // would keep its run rows locked, and `SKIP LOCKED` claims would pass them over for as
         // long as it stalls: the server ends such sessions, so their leases can be taken over.
@@ -88,7 +83,7 @@ impl PostgresStore {
         pg.options(options);
         tokio::fs::create_dir_all(config.artifact_dir.join("artifacts")).await?;
         {
-            let (mut client, connection) = pg.connect(NoTls).await.map_err(|e| {
+            let (mut client, connection) = pg.connect(tls.clone()).await.map_err(|e| {
                 StoreError::Backend(format!(
                     "cannot connect to PostgreSQL: {}",
                     crate::rows::describe(&e)
@@ -102,7 +97,7 @@ impl PostgresStore {
         }
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -124,7 +119,7 @@ impl PostgresStore {
         let wake = WakeHub::default();
         let listener = config
             .listen
-            .then(|| notify::spawn_listener(pg, wake.clone()));
+            .then(|| notify::spawn_listener(pg, tls, wake.clone()));
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,

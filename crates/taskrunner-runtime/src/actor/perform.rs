@@ -78,6 +78,7 @@ impl Actor {
                 let writer = self.writer.clone();
                 let tx = self.tx.clone();
                 let logs = self.logs.clone();
+                let stop = self.stop.clone();
                 let secrets = self.secrets.clone();
                 tokio::spawn(async move {
                     let started = clock.monotonic();
@@ -90,6 +91,7 @@ impl Actor {
                                 step_id.clone(),
                                 line_rx,
                                 logs,
+                                stop,
                             ));
                             let outcome = executor.execute(request, line_tx, token).await;
                             // Output lines land in the log before the step's end is recorded.

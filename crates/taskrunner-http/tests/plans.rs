@@ -309,3 +309,27 @@ async fn a_stale_hash_409_carries_the_diff_when_the_sent_plan_is_known() {
     seen.keep(&get(&env.router, &format!("{RUNS}/s-1/plan")).await);
     seen.assert_no_secret();
 }
+
+/// Every golden diff validates against the documented schema `docs/plan-diff.schema.json`,
+/// and a document missing a required member does not.
+#[test]
+fn golden_diffs_follow_the_documented_schema() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docs/plan-diff.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("fixtures/diff")).unwrap() {
+        let path = entry.unwrap().path().join("expected.json");
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+        assert_served_schema("PlanDiff", &doc);
+        checked += 1;
+    }
+    assert!(checked >= 20);
+    let broken = json!({"schema": "taskrunner.plan-diff/v1", "changes": []});
+    assert!(!validator.is_valid(&broken));
+}

@@ -15,6 +15,7 @@ use taskrunner_plan::{Plan, PlanError};
 
 mod backup;
 mod config;
+mod diff;
 mod listener;
 mod run;
 mod serve;
@@ -52,6 +53,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Json)]
         format: PlanFormat,
     },
+    /// The semantic diff of two plans, each a pack (with --old-input/--new-input …) or a plan
+    /// JSON document. Exit: 0 no change, 1 changes, 2 invalid input.
+    Diff(diff::DiffArgs),
     /// Simulate a pack: which steps would run, skip, iterate, branch or wait.
     Simulate {
         #[arg(value_name = "PACK.yaml")]
@@ -274,6 +278,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Validate { packs, format } => validate(&packs, format),
+        Command::Diff(args) => diff::diff(args),
         Command::Plan {
             pack,
             inputs,

@@ -350,3 +350,124 @@ fn resume_refuses_a_run_whose_required_secret_is_gone() {
     assert_eq!(with.status.code(), Some(0), "{}", stderr(&with));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn diff_pair(name: &str, side: &str) -> String {
+    root()
+        .join("fixtures/diff")
+        .join(name)
+        .join(format!("{side}.yaml"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn diff_exit_codes_formats_and_sides() {
+    let (old, new) = (
+        diff_pair("02-with-parameter", "old"),
+        diff_pair("02-with-parameter", "new"),
+    );
+    // Changes: exit 1, one line of text.
+    let out = run(&["diff", &old, &new]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "~ step build with.script: \"make build\" → \"make build-release\"\n"
+    );
+    // JSON: the versioned document, the same as the golden file.
+    let out = run(&["diff", "--format", "json", &old, &new]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("fixtures/diff/02-with-parameter/expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v, golden);
+    assert_eq!(v["schema"], "taskrunner.plan-diff/v1");
+
+    // A plan document printed by `taskrunner plan` against its own pack: no change, exit 0.
+    let plan = run(&["plan", &old]);
+    assert_eq!(plan.status.code(), Some(0));
+    let plan_file = temp_file("diff-old-plan.json", &stdout(&plan));
+    let out = run(&["diff", plan_file.to_str().unwrap(), &old]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "no change\n");
+    let out = run(&[
+        "diff",
+        plan_file.to_str().unwrap(),
+        &new,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn diff_inputs_per_side() {
+    let pack = diff_pair("10-inputs-changed", "old");
+    let same = run(&["diff", &pack, &pack, "--old-input", "image=app:v1"]);
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    let inputs = temp_file("diff-new-inputs.json", r#"{"image": "app:v9"}"#);
+    let out = run(&[
+        "diff",
+        &pack,
+        &pack,
+        "--new-inputs",
+        inputs.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("~ input image: \"app:v1\" → \"app:v9\"\n"),
+        "{}",
+        stdout(&out)
+    );
+    // --new-input wins over --new-inputs.
+    let out = run(&[
+        "diff",
+        &pack,
+        &pack,
+        "--new-inputs",
+        inputs.to_str().unwrap(),
+        "--new-input",
+        "image=app:v1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn diff_invalid_sides_exit_2() {
+    let good = diff_pair("02-with-parameter", "old");
+    let bad = temp_file("diff-bad.yaml", BAD);
+    let out = run(&["diff", &good, bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("metadata.name"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+
+    let missing = root().join("fixtures/diff/no-such.yaml");
+    let out = run(&["diff", missing.to_str().unwrap(), &good]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+
+    let tampered = temp_file(
+        "diff-tampered.json",
+        r#"{"schema": "taskrunner.plan/v1", "pack": {}}"#,
+    );
+    let out = run(&["diff", tampered.to_str().unwrap(), &good]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a valid taskrunner.plan/v1 document"));
+
+    let plan = run(&["plan", &good]);
+    let plan_file = temp_file("diff-plan-inputs.json", &stdout(&plan));
+    let out = run(&[
+        "diff",
+        plan_file.to_str().unwrap(),
+        &good,
+        "--old-input",
+        "a=b",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("inputs are already resolved"));
+
+    let out = run(&["diff", &good, &good, "--new-input", "noequals"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -161,6 +161,9 @@ pub(crate) struct ErrorParts {
     pub(crate) path: Option<String>,
     /// Plan errors: the `errors` array.
     pub(crate) plan_errors: Option<Value>,
+    /// A documented member added beside `error` (the 409 `plan_hash_mismatch` of a decision
+    /// carries `planDiff`).
+    pub(crate) extra: Option<(&'static str, Value)>,
 }
 
 impl ErrorParts {
@@ -177,7 +180,21 @@ impl ErrorParts {
                 "message": self.message,
             }]);
         }
+        if let Some((key, value)) = &self.extra {
+            body[*key] = value.clone();
+        }
         body
+    }
+}
+
+impl ApiError {
+    /// The error response with `value` as the member `key` beside `error`.
+    pub(crate) fn into_response_with(self, key: &'static str, value: Value) -> Response {
+        let mut response = self.into_response();
+        if let Some(parts) = response.extensions_mut().get_mut::<ErrorParts>() {
+            parts.extra = Some((key, value));
+        }
+        response
     }
 }
 
@@ -195,6 +212,7 @@ impl IntoResponse for ApiError {
                 ApiError::Plan(Value::Object(o)) => o.get("errors").cloned(),
                 _ => None,
             },
+            extra: None,
         };
         // A body without a trace id, in case this response is served without the envelope
         // middleware; the middleware re-renders it with the request's id.

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use taskrunner_auth::Access;
-use taskrunner_runtime::{CreateRun, DecisionRequest};
+use taskrunner_runtime::{CreateRun, DecisionRequest, RuntimeError};
 use taskrunner_store::ListQuery;
 
 use crate::AppState;
@@ -194,7 +194,8 @@ pub(crate) async fn decide(
             scope_problem.unwrap_or_else(|| ApiError::Forbidden(actor_problem.unwrap_or_default()))
         );
     }
-    let outcome = state
+    let sent_hash = request.plan_hash.clone();
+    let outcome = match state
         .runtime
         .decide(
             &caller.tenant,
@@ -208,7 +209,24 @@ pub(crate) async fn decide(
                 caller_scopes: caller.grant_scopes(),
             },
         )
-        .await?;
+        .await
+    {
+        Ok(outcome) => outcome,
+        // A stale hash: say what changed since the plan the approver saw, when it is known.
+        Err(RuntimeError::PlanHashMismatch { expected }) => {
+            let diff = crate::plans::stale_hash_diff(
+                &state,
+                &caller.tenant,
+                &run_id,
+                &sent_hash,
+                &expected,
+            )
+            .await;
+            let error = ApiError::from(RuntimeError::PlanHashMismatch { expected });
+            return Ok(error.into_response_with("planDiff", diff));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(
         Json(json!({"status": outcome.status.as_str(), "resumed": outcome.resumed}))
             .into_response(),

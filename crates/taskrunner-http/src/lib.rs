@@ -14,6 +14,7 @@ mod error;
 mod handlers;
 mod logs;
 mod middleware;
+mod plans;
 mod spec;
 
 use std::fmt;
@@ -110,6 +111,8 @@ pub(crate) mod paths {
     pub(crate) const RUN: &str = "/v1/task-runner/runs/{runId}";
     pub(crate) const LOGS: &str = "/v1/task-runner/runs/{runId}/logs";
     pub(crate) const ARTIFACTS: &str = "/v1/task-runner/runs/{runId}/artifacts";
+    pub(crate) const PLAN: &str = "/v1/task-runner/runs/{runId}/plan";
+    pub(crate) const PLAN_DIFF: &str = "/v1/task-runner/runs/{runId}/plan-diff";
     pub(crate) const APPROVAL: &str = "/v1/task-runner/runs/{runId}/approvals/{approvalId}";
     pub(crate) const CANCEL: &str = "/v1/task-runner/runs/{runId}/cancel";
     pub(crate) const WELL_KNOWN: &str = "/.well-known/openapi";
@@ -142,6 +145,8 @@ pub fn router(runtime: Runtime, config: HttpConfig) -> Router {
         .route(paths::RUN, get(h::get_run))
         .route(paths::LOGS, get(logs::logs))
         .route(paths::ARTIFACTS, get(h::artifacts))
+        .route(paths::PLAN, get(plans::run_plan))
+        .route(paths::PLAN_DIFF, get(plans::plan_diff))
         .route(paths::APPROVAL, post(h::decide))
         .route(paths::CANCEL, post(h::cancel))
         .route(paths::WELL_KNOWN, get(h::well_known))

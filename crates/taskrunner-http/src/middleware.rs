@@ -112,6 +112,7 @@ fn render_error(response: Response, trace_id: &str, plan_shaped: bool) -> Respon
             message: api.to_string(),
             path: None,
             plan_errors: None,
+            extra: None,
         }
     });
     let plan_shaped = plan_shaped && status == StatusCode::BAD_REQUEST;

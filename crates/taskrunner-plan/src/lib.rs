@@ -2,11 +2,13 @@
 //! canonical JSON and `sha256:` hash, and the simulation of a plan.
 //!
 //! Owns: plan-time vs run-time evaluation, map/loop expansion and step ids, the
-//! `taskrunner.plan/v1` format, canonicalisation and hashing, and the simulation statuses.
+//! `taskrunner.plan/v1` format, canonicalisation and hashing, the simulation statuses, and the
+//! semantic plan diff ([`diff`], `taskrunner.plan-diff/v1`).
 //! Pure: no I/O, no clock, no environment, no secret values. The engine consumes [`Plan`].
 
 mod codes;
 mod decode;
+mod diff;
 mod encode;
 pub mod jcs;
 mod model;
@@ -17,6 +19,7 @@ mod value;
 
 pub use codes::ALL as ERROR_CODES;
 pub use decode::DecodeError;
+pub use diff::{Change, DIFF_SCHEMA, DiffSide, Instance, Op, PlanDiff, Section, diff};
 pub use model::{
     Aggregation, FailureAction, FailureDefaults, Iterations, LoopSource, PLAN_SCHEMA, PackRef,
     Plan, PlanApproval, PlanBranch, PlanOutput, PlanPolicy, PlanSandbox, PlanSecret, PlanSlo,

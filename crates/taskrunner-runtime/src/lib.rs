@@ -22,6 +22,7 @@ mod artifact_secrets;
 mod decision;
 mod error;
 mod output;
+mod plans;
 mod ports;
 mod records;
 mod registry;
@@ -37,6 +38,7 @@ pub use api::{
     check_run_id, check_tenant, codes,
 };
 pub use error::RuntimeError;
+pub use plans::{StoredPlan, approvals_all_approved};
 pub use ports::{
     ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, SleepFuture, StaticSecrets,
     SystemClock,
@@ -51,8 +53,9 @@ pub use views::{Artifact, ArtifactKind, ArtifactStatus, RunPage, RunSummary};
 pub use serde_json;
 /// What the engine answers: decisions, statuses, a run's view and time stamps.
 pub use taskrunner_engine::{Decision, RunStatus, RunView, StepStatus, StepView, Timestamp};
-/// The plan's error type, as [`RuntimeError::Plan`] carries it, and its diagnostics.
-pub use taskrunner_plan::{Diagnostic, Diagnostics, PlanError};
+/// The plan's error type, as [`RuntimeError::Plan`] carries it, and its diagnostics; the plan
+/// itself, as [`Runtime::run_plan_decoded`] answers it.
+pub use taskrunner_plan::{Diagnostic, Diagnostics, Plan, PlanError};
 /// Cancels an executor's attempt (the run was cancelled, or its step timed out).
 pub use tokio_util::sync::CancellationToken;
 

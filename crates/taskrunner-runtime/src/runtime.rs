@@ -33,7 +33,7 @@ use crate::decision::decision_on_terminal;
 use crate::error::RuntimeError;
 use crate::ports::{Clock, SecretProvider};
 use crate::registry::{ActorHandle, Registry, RunKey};
-use crate::replica::Replica;
+use crate::replica::{Claimed, Claims, Replica};
 use crate::shared::Shared;
 use crate::views::{Artifact, RunPage, RunSummary};
 
@@ -98,6 +98,7 @@ impl Runtime {
                     )
                 })?;
                 Some(Replica {
+                    claims: Claims::default(),
                     leases,
                     config: replica.clone(),
                 })
@@ -152,9 +153,9 @@ impl Runtime {
         &self,
         run: Run,
         journal: Journal,
-        lease: Option<Lease>,
+        claimed: Option<Claimed>,
     ) -> Result<ActorHandle, RuntimeError> {
-        actor::spawn(&self.shared, &self.registry, run, journal, lease)
+        actor::spawn(&self.shared, &self.registry, run, journal, claimed)
     }
 
     /// Stops every driver, kills their attempts, hands their runs off (replicas: `Handoff`,
@@ -222,6 +223,15 @@ impl Runtime {
         };
         self.hydrate_replica(replica, tenant, run_id, wait_for_park)
             .await
+    }
+
+    /// Replicas: the leases this replica believes it holds now — those its drivers run under
+    /// and the claims not adopted yet — whose local deadline (the time the claim or last
+    /// renewal returning them was sent, plus the TTL minus a tenth) has not passed. Empty for
+    /// a runtime that is not a replica. Tests check with it that at most one replica believes
+    /// it holds a run at any moment.
+    pub fn held_leases(&self) -> Vec<Lease> {
+        self.believed_leases()
     }
 
     /// The executors this runtime has.

@@ -6,9 +6,14 @@
 //! PostgreSQL (a fresh database per test, two store instances = two replicas). Without a
 //! reachable PostgreSQL the PostgreSQL half prints that it was skipped — except under
 //! `CI=true`, where it fails.
+//!
+//! Throughout every test a sampler checks the replica invariant (`tests/invariant`): at most
+//! one replica believes it holds a run's lease at any moment; it is asserted when the cluster
+//! is dropped at the end of the test.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod invariant;
 #[path = "../../taskrunner-store-postgres/tests/support/mod.rs"]
 mod support;
 
@@ -38,6 +43,8 @@ enum Backend {
 struct Cluster {
     a: Runtime,
     b: Runtime,
+    invariant: Arc<invariant::Invariant>,
+    sampler: tokio::task::JoinHandle<()>,
     /// A store handle for reading what the replicas wrote.
     reader: Store,
     _dir: tempfile::TempDir,
@@ -95,13 +102,28 @@ async fn cluster(backend: Backend) -> Option<Cluster> {
     };
     let a = runtime(sa, dir.path(), "a").await;
     let b = runtime(sb, dir.path(), "b").await;
+    let invariant = invariant::Invariant::new();
+    invariant.watch(vec![("a".into(), a.clone()), ("b".into(), b.clone())]);
+    let sampler = invariant.sampler(Duration::from_millis(5));
     Some(Cluster {
         a,
         b,
+        invariant,
+        sampler,
         reader,
         _dir: dir,
         _db: db,
     })
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.sampler.abort();
+        if !std::thread::panicking() {
+            self.invariant.sample("end of test");
+            self.invariant.assert_held();
+        }
+    }
 }
 
 fn create(manifest: &str, run_id: &str) -> CreateRun {

@@ -2,7 +2,7 @@
 //! or the replica loops), brings runs into memory when a call needs their driver, and answers
 //! the public calls; the work itself is done by the parts it delegates to — admission
 //! (`admission.rs`), the drivers (`actor/`), output capture (`output.rs`), the replica protocol
-//! (`replica.rs`) — over the shared handles (`shared.rs`) and the actor registry
+//! (`replica/`) — over the shared handles (`shared.rs`) and the actor registry
 //! (`registry.rs`).
 //!
 //! Calling contract: every state change goes through a run's actor, so events for one run are
@@ -11,7 +11,7 @@
 //! fsync). On start, every active run is replayed from its journal (verified against the plan
 //! hash) and receives `Recovered`: attempts that were running are failed as `interrupted` and
 //! retried under their policy; timers are re-armed. As a replica ([`RuntimeConfig::replica`],
-//! SPEC rule 29) a runtime drives only the runs whose lease it holds (see `replica.rs`).
+//! SPEC rule 29) a runtime drives only the runs whose lease it holds (see `replica/`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;

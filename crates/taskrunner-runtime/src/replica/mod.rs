@@ -1,15 +1,15 @@
 //! The replica protocol (SPEC rule 29): how a runtime that shares its store with other
 //! processes claims runs (the claimer), renews and gives up their leases (the renewer, orphan
-//! hand-off), takes over a run just claimed, and journals decisions and cancellations for runs
-//! another replica drives. The settings ([`ReplicaConfig`]) live here too.
+//! hand-off) and takes over a run just claimed. What a replica believes it holds and how it
+//! loses a lease is in `belief`, the settings ([`ReplicaConfig`]) in `config`, decisions and
+//! cancellations for runs another replica drives in `foreign`.
 //!
 //! A replica drives only the runs whose lease it holds: a claimer takes claimable runs (at
-//! least every second and on wake-ups), a renewer extends the leases every few seconds and
-//! stops at once any driver whose lease was lost, and every write of a driver is fenced with
+//! least every second and on wake-ups), a renewer extends the leases every few seconds, and a
+//! driver whose lease's local deadline passes or whose renewal does not return it loses it at
+//! once (its attempts' process groups killed first); every write of a driver is fenced with
 //! its lease (see [`crate::writer::RunWriter`]). A driver releases its run when it parks at a
-//! gate or ends (`Park`) and on graceful shutdown (`Handoff`). A decision or a cancellation for
-//! a run another replica drives is journaled here with optimistic concurrency (the store wakes
-//! the holder, which applies it and performs what follows).
+//! gate or ends (`Park`) and on graceful shutdown (`Handoff`).
 
 mod belief;
 mod config;

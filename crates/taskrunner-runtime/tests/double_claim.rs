@@ -418,9 +418,10 @@ async fn a_claim_answered_after_its_lease_ran_out_is_not_adopted() {
     sampler.abort();
 }
 
-/// A's renewal is applied but answered 3 s late: the store lets the lease run out meanwhile
-/// and B takes the run over. A must give the run up (and kill its step) by its own clock,
-/// before the store's expiry, and B must wait the lease out before retrying the step.
+/// A's renewal is applied but answered 6 s late — longer than the lease plus B's hold: the
+/// store lets the lease run out meanwhile and B takes the run over. A must give the run up (and
+/// kill its step) by its own clock, before the store's expiry, not when the answer comes; and B
+/// must wait the lease out before retrying the step.
 #[tokio::test(start_paused = true)]
 async fn a_late_renewal_answer_loses_the_lease_by_the_local_deadline() {
     let pair = Pair::new(Faults::default(), Faults::default()).await;
@@ -428,15 +429,26 @@ async fn a_late_renewal_answer_loses_the_lease_by_the_local_deadline() {
     pair.create_on_a().await;
     pair.wait_status(RunStatus::Running).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    pair.fa.lock().unwrap().late_renew_answer = Some(Duration::from_millis(3000));
+    {
+        let mut fa = pair.fa.lock().unwrap();
+        fa.late_renew_answer = Some(Duration::from_millis(6000));
+        // A's claimer finds nothing from now on: B, not A, takes the run over.
+        fa.blind_until = Duration::from_secs(3600);
+    }
     pair.assert_clean().await;
     sampler.abort();
     let log = pair.copies.lock().unwrap().log.clone();
     assert!(log.iter().any(|l| l.contains("work#2 starts")), "{log:#?}");
+    assert_eq!(
+        pair.a.held_leases(),
+        Vec::new(),
+        "A still believes it holds the run"
+    );
 }
 
-/// A stalls for 3 s before sending a renewal (a stopped process, a partition): its leases run
-/// out in the store and B takes the run over. Same expectations as a late answer.
+/// A's renewer stalls for 6 s before sending a renewal (a partition, a stuck connection): its
+/// leases run out in the store and B takes the run over. Same expectations as a late answer:
+/// the driver's watchdog does not wait for the renewer.
 #[tokio::test(start_paused = true)]
 async fn a_stalled_renewal_loses_the_lease_by_the_local_deadline() {
     let pair = Pair::new(Faults::default(), Faults::default()).await;
@@ -444,9 +456,19 @@ async fn a_stalled_renewal_loses_the_lease_by_the_local_deadline() {
     pair.create_on_a().await;
     pair.wait_status(RunStatus::Running).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    pair.fa.lock().unwrap().stalled_renew = Some(Duration::from_millis(3000));
+    {
+        let mut fa = pair.fa.lock().unwrap();
+        fa.stalled_renew = Some(Duration::from_millis(6000));
+        // A's claimer finds nothing from now on: B, not A, takes the run over.
+        fa.blind_until = Duration::from_secs(3600);
+    }
     pair.assert_clean().await;
     sampler.abort();
     let log = pair.copies.lock().unwrap().log.clone();
     assert!(log.iter().any(|l| l.contains("work#2 starts")), "{log:#?}");
+    assert_eq!(
+        pair.a.held_leases(),
+        Vec::new(),
+        "A still believes it holds the run"
+    );
 }

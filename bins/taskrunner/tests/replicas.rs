@@ -2,7 +2,10 @@
 //! runs created on one are visible and approvable on the other; one is killed with SIGKILL with
 //! many runs in flight and the other finishes all of them (journals verify, no step attempt
 //! succeeds twice, no accepted decision is lost); one is stalled with SIGSTOP until its leases
-//! expired and, resumed, cannot write over the runs the other took over (fencing).
+//! expired and, resumed, cannot write over the runs the other took over (fencing); and
+//! (issue 10, item 6) a replica stalled while its step runs kills that step's processes as soon
+//! as it resumes, while the replica that took the run over waits the lease out before running
+//! its own copy: two copies of the step never run at once after the stalled one resumes.
 //!
 //! Needs PostgreSQL (`TASKRUNNER_TEST_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); without one the tests print that they were
@@ -438,4 +441,182 @@ fn a_stalled_replica_cannot_write_over_a_run_taken_over() {
     }
     // A is alive and still answers (it dropped the runs, it did not crash).
     assert_eq!(status_of(a.addr, &ids[0]), "Succeeded");
+}
+
+/// The step of the stalled-replica test: ignores SIGTERM (so only SIGKILL stops it at once),
+/// leaves a marker `copy-<attempt>` holding its pid in its workspace, and sleeps 600 s.
+const COPY_PACK: &str = "apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: copies, version: 1.0.0}
+spec:
+  failure: {retries: {maxAttempts: 5, backoffSeconds: 0}}
+  steps:
+    - id: work
+      run:
+        uses: builtin:shell
+        with:
+          script: |
+            trap '' TERM
+            echo $$ > \"$TASKRUNNER_WORKSPACE/copy-$TASKRUNNER_ATTEMPT.tmp\"
+            mv \"$TASKRUNNER_WORKSPACE/copy-$TASKRUNNER_ATTEMPT.tmp\" \"$TASKRUNNER_WORKSPACE/copy-$TASKRUNNER_ATTEMPT\"
+            exec sleep 600
+    - {id: after, run: {uses: builtin:noop}}
+";
+
+/// Renewal interval of the test replicas: a third of the lease (see `docs/CONFIG.md`).
+const RENEW_EVERY: Duration = Duration::from_millis(666);
+
+/// Markers `copy-<attempt>` found under `dir`: attempt → pid.
+fn copies(dir: &Path) -> BTreeMap<u32, i32> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(copies(&path));
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(attempt) = name
+            .strip_prefix("copy-")
+            .and_then(|a| a.parse::<u32>().ok())
+            && let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            out.insert(attempt, pid);
+        }
+    }
+    out
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Kills every copy's process when the test ends, however it ends.
+struct KillCopies(PathBuf);
+
+impl Drop for KillCopies {
+    fn drop(&mut self) {
+        for pid in copies(&self.0).into_values() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn a_stalled_replica_kills_its_copy_of_the_step_when_it_resumes() {
+    let Some(setup) = setup("copies") else {
+        return;
+    };
+    let _kill_copies = KillCopies(setup.root.clone());
+    let a = replica(&setup.db, &setup.root, "a");
+    let b = replica(&setup.db, &setup.root, "b");
+    create(a.addr, "copies-1", COPY_PACK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(pid) = copies(&setup.root).get(&1) {
+            break *pid;
+        }
+        assert!(Instant::now() < deadline, "A never started the step");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(alive(first));
+    // Whichever replica claimed it first runs copy 1 (usually A, which created it): that one
+    // is stalled, the other takes over.
+    let (a, b) = if setup.rt.block_on(runs_held_by(&setup.db, a.child.id())) == ["copies-1"] {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(
+        setup.rt.block_on(runs_held_by(&setup.db, a.child.id())),
+        ["copies-1"]
+    );
+
+    // A stalls; its step keeps running (another process group). B takes the run over.
+    a.signal(Signal::SIGSTOP);
+    let stopped = Instant::now();
+    while setup.rt.block_on(runs_held_by(&setup.db, b.child.id())) != ["copies-1"] {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "B never took the run over"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let taken_over = stopped.elapsed();
+    a.signal(Signal::SIGCONT);
+    let resumed = Instant::now();
+
+    // From now on: A's copy goes at once, B's copy starts only after, never both at once.
+    let mut first_gone: Option<Duration> = None;
+    let mut second: Option<(i32, Duration)> = None;
+    let mut samples = 0;
+    while resumed.elapsed() < Duration::from_secs(30) {
+        let now = copies(&setup.root);
+        let first_alive = alive(first);
+        let second_alive = now.get(&2).is_some_and(|pid| alive(*pid));
+        samples += 1;
+        assert!(
+            !(first_alive && second_alive),
+            "two copies of the step run at once {:?} after A resumed: {now:?}",
+            resumed.elapsed()
+        );
+        if !first_alive && first_gone.is_none() {
+            first_gone = Some(resumed.elapsed());
+        }
+        if let Some(pid) = now.get(&2)
+            && second_alive
+            && second.is_none()
+        {
+            second = Some((*pid, resumed.elapsed()));
+        }
+        if first_gone.is_some()
+            && second.is_some_and(|(_, at)| resumed.elapsed() > at + RENEW_EVERY)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first_gone = first_gone.expect("A's copy of the step never went");
+    let (second_pid, second_at) = second.expect("B never ran its copy of the step");
+    eprintln!(
+        "stalled replica: B took over {taken_over:?} after SIGSTOP; A's copy gone \
+         {first_gone:?} after SIGCONT; B's copy started {second_at:?} after SIGCONT; \
+         {samples} samples, never both"
+    );
+    assert!(
+        first_gone <= RENEW_EVERY,
+        "A's copy outlived its resumption by {first_gone:?} (more than one renewal interval)"
+    );
+    assert!(second_at > first_gone);
+    assert!(!copies(&setup.root).contains_key(&3), "a third copy ran");
+
+    // Cancelled on A (B drives it): B's copy goes too.
+    let (status, body) = request(
+        a.addr,
+        "POST",
+        "/v1/task-runner/runs/copies-1/cancel",
+        Some(&json!({})),
+    );
+    assert!(status == 200 || status == 202, "cancel: {status} {body}");
+    wait_all(b.addr, &["copies-1".to_owned()], "Cancelled", 30);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(second_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "B's copy survived the cancellation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

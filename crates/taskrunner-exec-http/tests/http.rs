@@ -102,6 +102,7 @@ fn request(with: Value, sandbox: SandboxSpec) -> ExecRequest {
         timeout: Some(Duration::from_secs(10)),
         secrets: vec!["s3cr3t-token".into()],
         sandbox,
+        kill: tokio_util::sync::CancellationToken::new(),
     }
 }
 

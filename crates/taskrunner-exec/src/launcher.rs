@@ -393,6 +393,34 @@ impl Launcher {
         self.stop(pgid, &Confinement::default()).await
     }
 
+    /// Kills every process of the group `pgid` and of the attempt's cgroup with SIGKILL at
+    /// once, without the SIGTERM grace (the attempt must stop now: its runtime lost the run),
+    /// and returns once they are gone; `false` if it gave up after
+    /// [`LauncherConfig::stop_wait_max`].
+    pub async fn kill(&self, pgid: Pid, confinement: &Confinement) -> bool {
+        let gone = || group_gone(pgid) && live(confinement.members()).is_empty();
+        let give_up_at = Instant::now() + self.config.stop_wait_max;
+        loop {
+            if gone() {
+                return true;
+            }
+            signal_group(pgid, Signal::SIGKILL);
+            for pid in confinement.members() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if wait_until(gone, (Instant::now() + self.stop_grace()).min(give_up_at)).await {
+                return true;
+            }
+            if Instant::now() >= give_up_at {
+                tracing::warn!(
+                    pgid = pgid.as_raw(),
+                    "process group still has members after SIGKILL; giving up waiting"
+                );
+                return false;
+            }
+        }
+    }
+
     /// Like [`Launcher::stop_group`], applied to the attempt's whole cgroup as well (rule 17):
     /// a process that left the group (`setsid`) but not the cgroup is stopped too.
     pub async fn stop(&self, pgid: Pid, confinement: &Confinement) -> bool {

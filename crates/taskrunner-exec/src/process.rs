@@ -53,6 +53,8 @@ enum Trigger {
     Exited(Result<ExitStatus, String>),
     Timeout(Duration),
     Cancelled,
+    /// The kill token: stopped with SIGKILL at once.
+    Killed,
 }
 
 /// The `execute` of every process executor: runs the invocation its parameters produced, or
@@ -84,7 +86,7 @@ pub(crate) async fn run_invocation(
     output: Sender<OutputLine>,
     cancel: CancellationToken,
 ) -> ExecOutcome {
-    if cancel.is_cancelled() {
+    if cancel.is_cancelled() || request.kill.is_cancelled() {
         return ExecOutcome::failed(reason::CANCELLED, "attempt cancelled before it started");
     }
     let masker = Masker::new(&request.secrets);
@@ -181,21 +183,29 @@ pub(crate) async fn run_invocation(
         tokio::spawn(async move { child.wait().await });
 
     let timeout = request.timeout;
+    let kill = request.kill.clone();
     let trigger = tokio::select! {
         biased;
         joined = &mut wait => Trigger::Exited(flatten(joined)),
+        () = kill.cancelled() => Trigger::Killed,
         () = cancel.cancelled() => Trigger::Cancelled,
         () = sleep_or_forever(timeout) => Trigger::Timeout(timeout.unwrap_or_default()),
     };
 
     // Stop the group in every case: on exit this removes what the main process left behind.
-    if launcher.stop(pgid, &confinement).await {
+    // The kill token skips (or cuts short) the SIGTERM grace.
+    let stopped = tokio::select! {
+        biased;
+        () = kill.cancelled() => launcher.kill(pgid, &confinement).await,
+        stopped = launcher.stop(pgid, &confinement) => stopped,
+    };
+    if stopped {
         guard.disarm();
         launcher.forget_group(pgid);
     }
     let status = match &trigger {
         Trigger::Exited(status) => Some(status.clone()),
-        Trigger::Timeout(_) | Trigger::Cancelled => {
+        Trigger::Timeout(_) | Trigger::Cancelled | Trigger::Killed => {
             // The group is gone, so the main process has exited; its reaping is immediate.
             // Bounded anyway: stopping may have given up on a process stuck in the kernel.
             match tokio::time::timeout(launcher.config().drain_grace, &mut wait).await {
@@ -229,6 +239,14 @@ pub(crate) async fn run_invocation(
     };
 
     match trigger {
+        Trigger::Killed => {
+            add_exit_code(&mut outputs, status.as_ref());
+            ExecOutcome::Failed {
+                reason: reason::CANCELLED.to_owned(),
+                message: "attempt killed: its processes were stopped with SIGKILL".to_owned(),
+                outputs,
+            }
+        }
         Trigger::Cancelled => {
             add_exit_code(&mut outputs, status.as_ref());
             ExecOutcome::Failed {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ExecError;
 use crate::launcher::SandboxSpec;
@@ -36,6 +37,11 @@ pub struct ExecRequest {
     /// The isolation the pack asks for (`spec.sandbox`); process executors run under it and
     /// `builtin:http` enforces its egress allowlist.
     pub sandbox: SandboxSpec,
+    /// The kill token: cancelled when the runtime must stop this attempt at once, without the
+    /// SIGTERM grace of a cancellation (its replica lost the run's lease and another replica
+    /// may retry the step). Process executors then SIGKILL the whole process group (and
+    /// cgroup); a fresh token that is never cancelled asks for nothing.
+    pub kill: CancellationToken,
 }
 
 /// Which stream of the step's process a line came from.

@@ -356,3 +356,81 @@ async fn leftovers_of_a_crashed_attempt_are_reaped_at_the_next_start() {
     assert!(outcome.is_success(), "{outcome:?}");
     assert_eq!(std::fs::read_dir(&ledger).unwrap().count(), 0);
 }
+
+/// Ignores SIGTERM (inherited by the `sleep`s), records its group, then blocks.
+const TERM_IGNORING_SCRIPT: &str = r#"trap '' TERM
+echo "pgid=$$" >> "$TASKRUNNER_OUTPUT"
+sleep 100 &
+echo "bg=$!" >> "$TASKRUNNER_OUTPUT"
+echo started
+sleep 100
+"#;
+
+/// Starts the TERM-ignoring script with a 2 s grace, waits for its first line, fires `fire`
+/// and returns the outcome and how long the attempt took to end after that.
+async fn stop_term_ignoring(
+    fire: impl FnOnce(&CancellationToken, &CancellationToken),
+) -> (taskrunner_exec::ExecOutcome, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let cancel = CancellationToken::new();
+    let req = request(
+        "builtin:shell",
+        json!({"script": TERM_IGNORING_SCRIPT}),
+        dir.path(),
+    );
+    let kill = req.kill.clone();
+    let shell = shell_with_grace(Duration::from_secs(2));
+    let attempt = tokio::spawn(shell.execute(req, tx, cancel.clone()));
+    let first = tokio::time::timeout(HANG_GUARD, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.line, "started");
+    let fired = std::time::Instant::now();
+    fire(&cancel, &kill);
+    let outcome = tokio::time::timeout(HANG_GUARD, attempt)
+        .await
+        .expect("attempt hung")
+        .unwrap();
+    (outcome, fired.elapsed())
+}
+
+#[tokio::test]
+async fn the_kill_token_kills_the_group_at_once_without_the_grace() {
+    let (outcome, took) = stop_term_ignoring(|_, kill| kill.cancel()).await;
+    assert_eq!(reason(&outcome), "cancelled", "{outcome:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "took {took:?}: the SIGTERM grace was waited"
+    );
+    assert!(group_has_no_live_members(output_i32(&outcome, "pgid")));
+    assert!(process_is_dead(output_i32(&outcome, "bg")));
+}
+
+#[tokio::test]
+async fn the_kill_token_cuts_a_cancellation_grace_short() {
+    let (outcome, took) = stop_term_ignoring(|cancel, kill| {
+        cancel.cancel();
+        let kill = kill.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            kill.cancel();
+        });
+    })
+    .await;
+    assert_eq!(reason(&outcome), "cancelled", "{outcome:?}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(group_has_no_live_members(output_i32(&outcome, "pgid")));
+    assert!(process_is_dead(output_i32(&outcome, "bg")));
+}
+
+#[tokio::test]
+async fn a_killed_attempt_spawns_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = request("builtin:shell", json!({"script": "touch ran"}), dir.path());
+    req.kill.cancel();
+    let (outcome, _) = run(&ShellExecutor::default(), req).await;
+    assert_eq!(reason(&outcome), "cancelled");
+    assert!(!dir.path().join("ran").exists());
+}

@@ -73,8 +73,8 @@ pub mod exec {
 /// store, and the records the log API answers with.
 pub mod store {
     pub use taskrunner_store::{
-        ArtifactStore, LeaseStore, ListQuery, LogRecord, LogStore, MemoryStore, RunStore, Store,
-        StoreError,
+        ArtifactStore, Lease, LeaseStore, ListQuery, LogRecord, LogStore, MemoryStore, RunStore,
+        Store, StoreError,
     };
 }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actor::Msg;
 use crate::api::RunSnapshot;
+use crate::replica::{Deadline, Loser};
 
 /// `(tenant, run_id)`.
 pub(crate) type RunKey = (String, String);
@@ -28,10 +29,27 @@ pub(crate) struct ActorHandle {
     pub(crate) snapshot: watch::Receiver<RunSnapshot>,
     /// Stops the driver at once (its lease was lost): attempts killed, nothing more written.
     pub(crate) stop: CancellationToken,
+    /// Kills its attempts' process groups at once (SIGKILL): its lease was lost.
+    pub(crate) kill: CancellationToken,
     /// The lease it drives under (replicas only).
     pub(crate) lease: Option<Lease>,
     /// When that lease was taken, in the clock's monotonic time.
     pub(crate) claimed_at: Duration,
+    /// When it stops believing in that lease unless a renewal moves it (replicas only).
+    pub(crate) deadline: Arc<Deadline>,
+}
+
+impl ActorHandle {
+    /// What [`crate::replica::lose`] needs to make this driver give its lease up.
+    pub(crate) fn loser(&self, key: &RunKey) -> Loser {
+        Loser {
+            key: key.clone(),
+            id: self.id,
+            kill: self.kill.clone(),
+            stop: self.stop.clone(),
+            token: self.lease.as_ref().map_or(0, |l| l.fencing_token),
+        }
+    }
 }
 
 /// The drivers of this process.

@@ -2,7 +2,7 @@
 //! or the replica loops), brings runs into memory when a call needs their driver, and answers
 //! the public calls; the work itself is done by the parts it delegates to — admission
 //! (`admission.rs`), the drivers (`actor/`), output capture (`output.rs`), the replica protocol
-//! (`replica.rs`) — over the shared handles (`shared.rs`) and the actor registry
+//! (`replica/`) — over the shared handles (`shared.rs`) and the actor registry
 //! (`registry.rs`).
 //!
 //! Calling contract: every state change goes through a run's actor, so events for one run are
@@ -11,7 +11,7 @@
 //! fsync). On start, every active run is replayed from its journal (verified against the plan
 //! hash) and receives `Recovered`: attempts that were running are failed as `interrupted` and
 //! retried under their policy; timers are re-armed. As a replica ([`RuntimeConfig::replica`],
-//! SPEC rule 29) a runtime drives only the runs whose lease it holds (see `replica.rs`).
+//! SPEC rule 29) a runtime drives only the runs whose lease it holds (see `replica/`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -33,7 +33,7 @@ use crate::decision::decision_on_terminal;
 use crate::error::RuntimeError;
 use crate::ports::{Clock, SecretProvider};
 use crate::registry::{ActorHandle, Registry, RunKey};
-use crate::replica::Replica;
+use crate::replica::{Claimed, Claims, Replica};
 use crate::shared::Shared;
 use crate::views::{Artifact, RunPage, RunSummary};
 
@@ -98,6 +98,7 @@ impl Runtime {
                     )
                 })?;
                 Some(Replica {
+                    claims: Claims::default(),
                     leases,
                     config: replica.clone(),
                 })
@@ -151,10 +152,10 @@ impl Runtime {
         &self,
         run: Run,
         journal: Journal,
-        lease: Option<Lease>,
+        claimed: Option<Claimed>,
         first: Option<Event>,
     ) -> Result<ActorHandle, RuntimeError> {
-        actor::spawn(&self.shared, &self.registry, run, journal, lease, first)
+        actor::spawn(&self.shared, &self.registry, run, journal, claimed, first)
     }
 
     /// Stops every driver, kills their attempts, hands their runs off (replicas: `Handoff`,
@@ -222,6 +223,15 @@ impl Runtime {
         };
         self.hydrate_replica(replica, tenant, run_id, wait_for_park)
             .await
+    }
+
+    /// Replicas: the leases this replica believes it holds now — those its drivers run under
+    /// and the claims not adopted yet — whose local deadline (the time the claim or last
+    /// renewal returning them was sent, plus the TTL minus a tenth) has not passed. Empty for
+    /// a runtime that is not a replica. Tests check with it that at most one replica believes
+    /// it holds a run at any moment.
+    pub fn held_leases(&self) -> Vec<Lease> {
+        self.believed_leases()
     }
 
     /// The executors this runtime has.

@@ -14,9 +14,14 @@
 //! PostgreSQL half stays in real time, on two worker threads: it waits on sockets (a paused
 //! tokio clock would jump to the next timer during every query and expire leases that are
 //! fine) and its leases are timed by the server's clock.
+//!
+//! Throughout every test a sampler checks the replica invariant (`tests/invariant`): at most
+//! one replica believes it holds a run's lease at any moment; it is asserted when the cluster
+//! is dropped at the end of the test.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod invariant;
 #[path = "../../taskrunner-store-postgres/tests/support/mod.rs"]
 mod support;
 
@@ -53,6 +58,8 @@ struct Cluster {
     /// Replica A's clock (memory only): `clock` itself unless the cluster was made with A's
     /// clock apart.
     a_clock: Option<ManualClock>,
+    invariant: Arc<invariant::Invariant>,
+    sampler: tokio::task::JoinHandle<()>,
     /// A store handle for reading what the replicas wrote.
     reader: Store,
     _dir: tempfile::TempDir,
@@ -140,15 +147,30 @@ async fn cluster_with(backend: Backend, a_clock_apart: bool) -> Option<Cluster> 
     };
     let a = runtime(sa, shared(&a_clock), dir.path(), "a").await;
     let b = runtime(sb, shared(&clock), dir.path(), "b").await;
+    let invariant = invariant::Invariant::new();
+    invariant.watch(vec![("a".into(), a.clone()), ("b".into(), b.clone())]);
+    let sampler = invariant.sampler(Duration::from_millis(5));
     Some(Cluster {
         a,
         b,
         clock,
         a_clock,
+        invariant,
+        sampler,
         reader,
         _dir: dir,
         _db: db,
     })
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.sampler.abort();
+        if !std::thread::panicking() {
+            self.invariant.sample("end of test");
+            self.invariant.assert_held();
+        }
+    }
 }
 
 fn create(manifest: &str, run_id: &str) -> CreateRun {

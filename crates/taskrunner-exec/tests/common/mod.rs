@@ -26,6 +26,7 @@ pub fn request(uses: &str, with: Value, workspace: &Path) -> ExecRequest {
         timeout: None,
         secrets: Vec::new(),
         sandbox: taskrunner_exec::SandboxSpec::default(),
+        kill: tokio_util::sync::CancellationToken::new(),
     }
 }
 

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskrunner_engine::{Event, Journal, Run, RunInfo, RunStatus, Secrets};
-use taskrunner_store::{Lease, LogRecord, Release, StoreError};
+use taskrunner_store::{LogRecord, Release, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::api::{DecisionOutcome, DecisionRequest, RunSnapshot};
 use crate::error::RuntimeError;
 use crate::registry::{ActorHandle, Registration, Registry};
+use crate::replica::{Claimed, Deadline, takeover_hold, watch_deadline};
 use crate::shared::Shared;
 use crate::writer::RunWriter;
 
@@ -61,6 +62,17 @@ pub(crate) struct Actor {
     stop: CancellationToken,
     /// When its lease was taken, in the clock's monotonic time.
     claimed_at: Duration,
+    /// Kills its attempts' process groups at once (its lease was lost, see
+    /// [`crate::replica::lose`]); every attempt's cancellation token is a child of it.
+    kill: CancellationToken,
+    /// Its lease's local deadline (replicas only).
+    deadline: Arc<Deadline>,
+    /// How long to wait before processing anything: a replica that took the run over with
+    /// attempts running waits out the previous holder's lease (see
+    /// [`crate::replica::takeover_hold`]).
+    hold: Duration,
+    /// Ends its deadline watchdog when the driver ends.
+    _watchdog: Option<DropGuard>,
     /// Another driver of the run wrote records this one did not (see [`Actor::sync`]).
     superseded: bool,
     shared: Arc<Shared>,
@@ -82,16 +94,26 @@ pub(crate) struct Actor {
     finished: bool,
 }
 
-/// Starts a driver for `run` (under `lease` as a replica), registered in `registry`; the
-/// caller sends it its first message.
+/// Starts a driver for `run` (under the `claimed` lease as a replica), registered in
+/// `registry`; the caller sends it its first message. A replica's driver gets a watchdog on its
+/// lease's local deadline, and waits out the previous holder's lease first if attempts were
+/// running.
 pub(crate) fn spawn(
     shared: &Arc<Shared>,
     registry: &Arc<Registry>,
     run: Run,
     journal: Journal,
-    lease: Option<Lease>,
+    claimed: Option<Claimed>,
     first: Option<Event>,
 ) -> Result<ActorHandle, RuntimeError> {
+    let hold = match (&claimed, shared.replica()) {
+        (Some(_), Some(replica)) => takeover_hold(&run, &replica.config),
+        _ => Duration::ZERO,
+    };
+    let (lease, deadline) = match claimed {
+        Some(c) => (Some(c.lease), Deadline::at(c.deadline)),
+        None => (None, Deadline::never()),
+    };
     let info = RunInfo {
         run_id: run.state().run_id.clone(),
         tenant: run.state().tenant.clone(),
@@ -121,9 +143,22 @@ pub(crate) fn spawn(
         logs: logs.clone(),
         snapshot: snap_rx,
         stop: stop.clone(),
+        kill: CancellationToken::new(),
         lease: lease.clone(),
         claimed_at: shared.clock.monotonic(),
+        deadline: deadline.clone(),
     };
+    let watchdog = lease.as_ref().map(|_| {
+        let ended = CancellationToken::new();
+        tokio::spawn(watch_deadline(
+            shared.clock.clone(),
+            registry.clone(),
+            deadline.clone(),
+            handle.loser(&(info.tenant.clone(), info.run_id.clone())),
+            ended.clone(),
+        ));
+        ended.drop_guard()
+    });
     let writer = shared.writer(&info.tenant, &info.run_id, lease);
     let registration =
         registry.register((info.tenant.clone(), info.run_id.clone()), handle.clone());
@@ -131,6 +166,10 @@ pub(crate) fn spawn(
         id,
         stop,
         claimed_at: handle.claimed_at,
+        kill: handle.kill.clone(),
+        deadline,
+        hold,
+        _watchdog: watchdog,
         superseded: false,
         shared: shared.clone(),
         registration,
@@ -176,6 +215,18 @@ impl Actor {
         let mut armed = first.is_none();
         if armed && let Some(at) = self.run.next_wake() {
             self.arm(at);
+        }
+        if !self.hold.is_zero() {
+            tracing::info!(
+                run_id = %self.run.state().run_id,
+                hold_ms = u64::try_from(self.hold.as_millis()).unwrap_or(u64::MAX),
+                "replica: run taken over with attempts running; waiting out the previous \
+                 holder's lease before retrying them"
+            );
+            tokio::select! {
+                () = self.shared.clock.sleep(self.hold) => {}
+                () = self.stop.cancelled() => {}
+            }
         }
         let end = loop {
             let msg = match first.take() {
@@ -273,24 +324,32 @@ impl Actor {
         if !newer {
             return false;
         }
-        let config = &replica.config;
-        match replica
+        let ticket = replica
+            .claims
+            .begin(self.shared.clock.monotonic(), replica.config.lease_ttl);
+        let claimed = replica
             .leases
             .claim_run(
-                &config.owner,
+                &replica.config.owner,
                 &lease.tenant,
                 &lease.run_id,
-                config.lease_ttl,
+                replica.config.lease_ttl,
             )
-            .await
-        {
-            Ok(Some(lease)) => {
-                self.writer.set_lease(lease);
-                self.claimed_at = self.shared.clock.monotonic();
-                true
-            }
-            _ => false,
+            .await;
+        let Ok(Some(lease)) = claimed else {
+            return false;
+        };
+        let Some(claim) = ticket.answered(&[lease]).pop() else {
+            return false;
+        };
+        replica.claims.take(&claim.lease);
+        if self.shared.clock.monotonic() >= claim.deadline {
+            return false; // answered too late: another replica may hold it already
         }
+        self.deadline.reset(claim.deadline);
+        self.writer.set_lease(claim.lease);
+        self.claimed_at = self.shared.clock.monotonic();
+        true
     }
 
     /// Finished, or parked at a gate with nothing running and no retry pending: the run needs
@@ -324,8 +383,10 @@ impl Actor {
             logs: self.logs.clone(),
             snapshot: self.snapshot.subscribe(),
             stop: self.stop.clone(),
+            kill: self.kill.clone(),
             lease: self.writer.lease().cloned(),
             claimed_at: self.claimed_at,
+            deadline: self.deadline.clone(),
         };
         self.registration.reinstate(handle);
         drop(guard);

@@ -8,7 +8,6 @@ use taskrunner_engine::{AttemptOutcome, Command, Event, Secrets, Timestamp};
 use taskrunner_exec::{ExecOutcome, ExecRequest, NetworkMode, SandboxSpec};
 use taskrunner_plan::Plan;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::{Actor, Msg};
 use crate::output::forward_output;
@@ -56,7 +55,8 @@ impl Actor {
                 timeout_seconds,
                 idempotency_key,
             } => {
-                let token = CancellationToken::new();
+                // A lost lease cancels every attempt at once, and kills process groups.
+                let token = self.kill.child_token();
                 self.running
                     .insert((step_id.clone(), attempt), token.clone());
                 let info = self.info();
@@ -72,6 +72,7 @@ impl Actor {
                     timeout: timeout_seconds.map(Duration::from_secs),
                     secrets: self.secret_values.clone(),
                     sandbox: sandbox_spec(self.run.plan()),
+                    kill: self.kill.clone(),
                 };
                 let executor = self.shared.executors.get(&uses);
                 let clock = self.shared.clock.clone();

@@ -60,6 +60,8 @@ struct Cluster {
     a_clock: Option<ManualClock>,
     invariant: Arc<invariant::Invariant>,
     sampler: tokio::task::JoinHandle<()>,
+    /// Replica A runs on a clock of its own (see [`cluster_with`]).
+    a_clock_apart: bool,
     /// A store handle for reading what the replicas wrote.
     reader: Store,
     _dir: tempfile::TempDir,
@@ -157,6 +159,7 @@ async fn cluster_with(backend: Backend, a_clock_apart: bool) -> Option<Cluster> 
         a_clock,
         invariant,
         sampler,
+        a_clock_apart,
         reader,
         _dir: dir,
         _db: db,
@@ -166,7 +169,10 @@ async fn cluster_with(backend: Backend, a_clock_apart: bool) -> Option<Cluster> 
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.sampler.abort();
-        if !std::thread::panicking() {
+        // With A's clock apart, A's clock stands still while B's moves: a replica that cannot
+        // see time pass believes in its lease by construction (what that test examines is
+        // that the store's fencing keeps it from acting on it), so the invariant is not asked.
+        if !std::thread::panicking() && !self.a_clock_apart {
             self.invariant.sample("end of test");
             self.invariant.assert_held();
         }
@@ -573,9 +579,11 @@ async fn a_lease_is_renewed_while_held_and_taken_over_once_it_expires() {
         .map(|e| e.at_ms)
         .collect();
     assert_eq!(recovered.len(), 1, "{entries:?}");
-    // B recovered the run right at the jump (the advance woke its claimer), at the latest one
-    // claim interval later.
-    let jumped_to = stalled_at.millis() + 2_500;
+    // B claimed the run right at the jump (the advance woke its claimer), at the latest one
+    // claim interval later; it found an attempt running, so it waited out A's lease plus one
+    // renewal interval before recovering (and retrying) it.
+    let hold = i64::try_from((config.lease_ttl + config.renew_every).as_millis()).unwrap();
+    let jumped_to = stalled_at.millis() + 2_500 + hold;
     let claim_every = i64::try_from(config.claim_every.as_millis()).unwrap();
     assert!(
         (jumped_to..=jumped_to + claim_every).contains(&recovered[0]),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use taskrunner_engine::{Event, JournalRecord, RunStatus, Timestamp};
+use taskrunner_engine::{Event, RunStatus};
 use taskrunner_store::RunStore;
 use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
 
@@ -190,21 +190,11 @@ fn sigkill_at_random_moments_loses_nothing() {
             .unwrap()
             .unwrap();
         assert_eq!(record.status, RunStatus::Succeeded.as_str(), "{run_id}");
-        let entries = rt
-            .block_on(store.load_journal("default", &run_id, 0))
-            .unwrap();
-        let records: Vec<JournalRecord> = entries
-            .iter()
-            .map(|e| JournalRecord {
-                seq: e.seq,
-                at: Timestamp(e.at_ms),
-                event: serde_json::from_str(&e.payload_json).unwrap(),
-                prev_hash: e.prev_hash.clone(),
-                hash: e.hash.clone(),
-            })
-            .collect();
-        taskrunner_engine::verify(&record.plan_hash, &records, record.journal_head.as_deref())
-            .unwrap();
+        let (_, records) = rt
+            .block_on(taskrunner_runtime::verified_journal(
+                &store, "default", &run_id,
+            ))
+            .unwrap_or_else(|e| panic!("{run_id}: {e}"));
         let decided = records
             .iter()
             .filter(|r| matches!(r.event, Event::ApprovalDecided { .. }))

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use taskrunner_engine::{AttemptOutcome, Event, JournalRecord, Timestamp};
+use taskrunner_engine::{AttemptOutcome, Event};
 use taskrunner_store::Store;
 
 /// Lease TTL of the test replicas: takeovers within a few seconds.
@@ -188,24 +188,8 @@ fn approve(addr: SocketAddr, run_id: &str, plan_hash: &str) -> (u16, Value) {
 
 /// The run's journal, verified against its plan hash.
 async fn journal(store: &Store, run_id: &str) -> Vec<Event> {
-    let record = store
-        .runs
-        .get_run("default", run_id)
+    let (_, records) = taskrunner_runtime::verified_journal(&*store.runs, "default", run_id)
         .await
-        .unwrap()
-        .unwrap();
-    let entries = store.runs.load_journal("default", run_id, 0).await.unwrap();
-    let records: Vec<JournalRecord> = entries
-        .iter()
-        .map(|e| JournalRecord {
-            seq: e.seq,
-            at: Timestamp(e.at_ms),
-            event: serde_json::from_str(&e.payload_json).unwrap(),
-            prev_hash: e.prev_hash.clone(),
-            hash: e.hash.clone(),
-        })
-        .collect();
-    taskrunner_engine::verify(&record.plan_hash, &records, None)
         .unwrap_or_else(|e| panic!("{run_id}: journal does not verify: {e}"));
     records.into_iter().map(|r| r.event).collect()
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Map;
-use taskrunner_engine::{Decision, Event, JournalRecord, RunStatus, Timestamp};
+use taskrunner_engine::{Decision, Event, RunStatus};
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_runtime::{
     Clock, CreateRun, DecisionRequest, ReplicaConfig, Runtime, RuntimeConfig, RuntimeError,
@@ -212,19 +212,9 @@ async fn wait_status(store: &Store, run_id: &str, status: RunStatus) {
 /// The run's journal, verified against its plan hash; and per step, how many attempts
 /// succeeded.
 async fn verified_journal(store: &Store, run_id: &str) -> (Vec<Event>, BTreeMap<String, usize>) {
-    let record = store.runs.get_run(TENANT, run_id).await.unwrap().unwrap();
-    let entries = store.runs.load_journal(TENANT, run_id, 0).await.unwrap();
-    let records: Vec<JournalRecord> = entries
-        .iter()
-        .map(|e| JournalRecord {
-            seq: e.seq,
-            at: Timestamp(e.at_ms),
-            event: serde_json::from_str(&e.payload_json).unwrap(),
-            prev_hash: e.prev_hash.clone(),
-            hash: e.hash.clone(),
-        })
-        .collect();
-    taskrunner_engine::verify(&record.plan_hash, &records, None).unwrap();
+    let (_, records) = taskrunner_runtime::verified_journal(&*store.runs, TENANT, run_id)
+        .await
+        .unwrap_or_else(|e| panic!("{run_id}: {e}"));
     let mut succeeded = BTreeMap::new();
     for r in &records {
         if let Event::AttemptFinished {

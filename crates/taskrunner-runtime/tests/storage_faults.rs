@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Map;
-use taskrunner_engine::{Decision, Event, JournalRecord, RunStatus, Timestamp};
+use taskrunner_engine::{Decision, Event, RunStatus};
 use taskrunner_exec::ExecutorRegistry;
 use taskrunner_runtime::{
     CreateRun, DecisionRequest, Runtime, RuntimeConfig, RuntimeError, StaticSecrets,
@@ -182,19 +182,9 @@ const PACK: &str = "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: 
 
 /// The stored journal, verified against the plan hash and the stored head.
 async fn verified(memory: &MemoryStore, run_id: &str) -> Vec<Event> {
-    let record = memory.get_run("default", run_id).await.unwrap().unwrap();
-    let entries = memory.load_journal("default", run_id, 0).await.unwrap();
-    let records: Vec<JournalRecord> = entries
-        .iter()
-        .map(|e| JournalRecord {
-            seq: e.seq,
-            at: Timestamp(e.at_ms),
-            event: serde_json::from_str(&e.payload_json).unwrap(),
-            prev_hash: e.prev_hash.clone(),
-            hash: e.hash.clone(),
-        })
-        .collect();
-    taskrunner_engine::verify(&record.plan_hash, &records, record.journal_head.as_deref()).unwrap();
+    let (_, records) = taskrunner_runtime::verified_journal(memory, "default", run_id)
+        .await
+        .unwrap_or_else(|e| panic!("{run_id}: {e}"));
     records.into_iter().map(|r| r.event).collect()
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use taskrunner_engine::{AttemptOutcome, Event, JournalRecord, Timestamp};
+use taskrunner_engine::{AttemptOutcome, Event};
 use taskrunner_store::RunStore;
 
 /// Whether the tests run under CI (`CI=true`): a missing capability fails instead of skipping.
@@ -211,19 +211,8 @@ pub fn wait_all(addr: SocketAddr, ids: &[String], status: &str, secs: u64) {
 
 /// The run's journal, verified against its plan hash and the stored head; its status.
 pub async fn verified_journal(runs: &dyn RunStore, run_id: &str) -> (String, Vec<Event>) {
-    let record = runs.get_run("default", run_id).await.unwrap().unwrap();
-    let entries = runs.load_journal("default", run_id, 0).await.unwrap();
-    let records: Vec<JournalRecord> = entries
-        .iter()
-        .map(|e| JournalRecord {
-            seq: e.seq,
-            at: Timestamp(e.at_ms),
-            event: serde_json::from_str(&e.payload_json).unwrap(),
-            prev_hash: e.prev_hash.clone(),
-            hash: e.hash.clone(),
-        })
-        .collect();
-    taskrunner_engine::verify(&record.plan_hash, &records, record.journal_head.as_deref())
+    let (record, records) = taskrunner_runtime::verified_journal(runs, "default", run_id)
+        .await
         .unwrap_or_else(|e| panic!("{run_id}: journal does not verify: {e}"));
     (
         record.status,

@@ -14,6 +14,7 @@ use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest};
 use taskrunner_plan::{Plan, PlanError};
 
 mod config;
+mod evidence;
 mod listener;
 mod run;
 mod serve;
@@ -119,6 +120,60 @@ enum Command {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// Print the signed evidence of a finished run (in-toto statements in DSSE envelopes and
+    /// Sigstore bundles, docs/EVIDENCE.md) as JSON.
+    Evidence {
+        #[arg(value_name = "RUN_ID")]
+        run_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a finished run's audit folder: plan.json, journal.ndjson, logs.ndjson, the signed
+    /// evidence, the artifacts and their digests, the public key.
+    Export {
+        #[arg(value_name = "RUN_ID")]
+        run_id: String,
+        /// The folder to write (created if missing).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Verify evidence offline: an audit folder or one evidence/envelope/bundle file. Exit 0
+    /// verified, 1 with every failure named.
+    VerifyEvidence {
+        #[arg(value_name = "DIR|FILE")]
+        target: PathBuf,
+        /// The public key (PEM `PUBLIC KEY`).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// An artifact file to compare with the subject of the same name (repeatable).
+        #[arg(long, value_name = "FILE")]
+        artifact: Vec<PathBuf>,
+    },
+    /// Write a new Ed25519 evidence signing key to FILE (PKCS#8 PEM, mode 0600) and its public
+    /// key to FILE.pub; prints the key id.
+    Keygen {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// A TOML configuration file (see docs/CONFIG.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where runs are stored [env: TASKRUNNER_DATA_DIR] [default: ./taskrunner-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A directory of secret files, for masking [env: TASKRUNNER_SECRETS_DIR].
+    #[arg(long, value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// The evidence signing key (PKCS#8 PEM) instead of `[evidence] signing_key`
+    /// [env: TASKRUNNER_EVIDENCE_SIGNING_KEY].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -317,6 +372,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 local,
             }))
         }
+        Command::Evidence { run_id, store } => {
+            let settings = evidence::settings(store.config, store.data_dir, store.secrets_dir)?;
+            let text = block_on(evidence::evidence(settings, store.key, &run_id))?;
+            write_stdout(&text)
+        }
+        Command::Export { run_id, to, store } => {
+            let settings = evidence::settings(store.config, store.data_dir, store.secrets_dir)?;
+            block_on(evidence::export(settings, store.key, &run_id, &to))
+        }
+        Command::VerifyEvidence {
+            target,
+            key,
+            artifact,
+        } => {
+            if evidence::verify(&target, &key, &artifact)? {
+                Ok(())
+            } else {
+                Err(Failure::Exit(1))
+            }
+        }
+        Command::Keygen { file } => Ok(evidence::keygen(&file)?),
         Command::Simulate {
             pack,
             inputs,

@@ -76,6 +76,36 @@ pub fn sign_envelope(
     })
 }
 
+/// `mediaType` of a Sigstore bundle v0.3.
+pub const SIGSTORE_BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+impl Envelope {
+    /// The envelope as a Sigstore bundle v0.3 (protobuf-specs JSON): public-key verification
+    /// material (the key id as `hint`), no transparency-log entry, the DSSE envelope.
+    pub fn sigstore_bundle(&self) -> serde_json::Value {
+        let hint = self
+            .signatures
+            .first()
+            .map(|s| s.keyid.clone())
+            .unwrap_or_default();
+        serde_json::json!({
+            "mediaType": SIGSTORE_BUNDLE_V03,
+            "verificationMaterial": {
+                "publicKey": {"hint": hint},
+                "tlogEntries": [],
+            },
+            "dsseEnvelope": {
+                "payload": self.payload,
+                "payloadType": self.payload_type,
+                "signatures": self.signatures.iter().map(|s| serde_json::json!({
+                    "sig": s.sig,
+                    "keyid": s.keyid,
+                })).collect::<Vec<_>>(),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +123,26 @@ mod tests {
     fn pae_counts_bytes_not_characters() {
         assert_eq!(pae("t", "é".as_bytes()), b"DSSEv1 1 t 2 \xc3\xa9".to_vec());
         assert_eq!(pae("", b""), b"DSSEv1 0  0 ".to_vec());
+    }
+
+    #[test]
+    fn a_sigstore_bundle_wraps_the_envelope_with_the_key_hint() {
+        let signer = crate::Ed25519Signer::from_seed([3; 32]);
+        let env = sign_envelope(PAYLOAD_TYPE, b"{}", &signer).expect("sign");
+        let bundle = env.sigstore_bundle();
+        assert_eq!(bundle["mediaType"], SIGSTORE_BUNDLE_V03);
+        assert_eq!(
+            bundle["verificationMaterial"]["publicKey"]["hint"],
+            signer.key_id()
+        );
+        assert_eq!(
+            bundle["verificationMaterial"]["tlogEntries"],
+            serde_json::json!([])
+        );
+        assert_eq!(bundle["dsseEnvelope"]["payload"], env.payload);
+        assert_eq!(
+            bundle["dsseEnvelope"]["signatures"][0]["sig"],
+            env.signatures[0].sig
+        );
     }
 }

@@ -16,10 +16,12 @@ mod keys;
 mod statement;
 mod verify;
 
-pub use dsse::{Envelope, EnvelopeSignature, PAYLOAD_TYPE, pae, sign_envelope};
+pub use dsse::{
+    Envelope, EnvelopeSignature, PAYLOAD_TYPE, SIGSTORE_BUNDLE_V03, pae, sign_envelope,
+};
 pub use error::EvidenceError;
-pub use statement::sha256_hex;
 pub use keys::{Ed25519Signer, EvidenceSigner, PublicKey, key_id_of_spki};
+pub use statement::sha256_hex;
 pub use statement::{
     ArtifactDigest, BUILD_TYPE, Evidence, GATES_PREDICATE_TYPE, PLAN_SUBJECT, RunMaterial,
     SLSA_PROVENANCE_V1, STATEMENT_V1, build_statements, journal_ndjson, sign_evidence,

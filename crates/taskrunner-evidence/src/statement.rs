@@ -68,6 +68,23 @@ pub struct Evidence {
     pub gates_envelope: Envelope,
 }
 
+impl Evidence {
+    /// The wire form (`GET …/evidence`, `taskrunner evidence`): the key, both DSSE envelopes
+    /// and both as Sigstore bundles v0.3.
+    pub fn to_json(&self, key: &crate::keys::PublicKey) -> Value {
+        json!({
+            "keyId": key.key_id(),
+            "algorithm": key.algorithm(),
+            "provenance": self.provenance_envelope,
+            "gates": self.gates_envelope,
+            "bundles": {
+                "provenance": self.provenance_envelope.sigstore_bundle(),
+                "gates": self.gates_envelope.sigstore_bundle(),
+            },
+        })
+    }
+}
+
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

@@ -54,10 +54,16 @@ pub struct Verified {
     pub checks: Vec<String>,
 }
 
-/// Checks one envelope's signatures with `key`: the statement when a signature by `key`
+/// Checks one envelope's (or Sigstore bundle's) signatures with `key`: the statement when a signature by `key`
 /// verifies over the PAE of its payload.
 pub fn verify_envelope(name: &str, bytes: &[u8], key: &PublicKey) -> Result<Value, Failure> {
-    let envelope: Envelope = serde_json::from_slice(bytes)
+    // A Sigstore bundle carries the envelope as `dsseEnvelope`.
+    let mut document: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Failure(format!("envelope {name}: not JSON: {e}")))?;
+    if let Some(inner) = document.get_mut("dsseEnvelope") {
+        document = inner.take();
+    }
+    let envelope: Envelope = serde_json::from_value(document)
         .map_err(|e| Failure(format!("envelope {name}: not a DSSE envelope: {e}")))?;
     if envelope.payload_type != PAYLOAD_TYPE {
         return Err(Failure(format!(

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 409 `approval_already_decided`.
     #[error("{0}")]
     AlreadyDecided(String),
+    /// 409 `run_not_finished` (evidence of an active run).
+    #[error("{0}")]
+    RunNotFinished(String),
     /// 413 `payload_too_large`.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -98,7 +101,8 @@ impl ApiError {
             ApiError::RunExists(_)
             | ApiError::PlanHashMismatch(_)
             | ApiError::RunTerminal(_)
-            | ApiError::AlreadyDecided(_) => StatusCode::CONFLICT,
+            | ApiError::AlreadyDecided(_)
+            | ApiError::RunNotFinished(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -122,6 +126,7 @@ impl ApiError {
             ApiError::PlanHashMismatch(_) => "plan_hash_mismatch",
             ApiError::RunTerminal(_) => "run_terminal",
             ApiError::AlreadyDecided(_) => "approval_already_decided",
+            ApiError::RunNotFinished(_) => "run_not_finished",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::QueueFull(_) => "queue_full",
@@ -237,6 +242,7 @@ impl From<RuntimeError> for ApiError {
             e @ RuntimeError::PlanHashMismatch { .. } => ApiError::PlanHashMismatch(e.to_string()),
             e @ RuntimeError::RunTerminal(_) => ApiError::RunTerminal(e.to_string()),
             e @ RuntimeError::AlreadyDecided(_) => ApiError::AlreadyDecided(e.to_string()),
+            e @ RuntimeError::RunNotFinished(_) => ApiError::RunNotFinished(e.to_string()),
             e @ RuntimeError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
             // Out of space or the database away: the details (paths, hosts) go to the log; the
             // client learns what it can do about it.

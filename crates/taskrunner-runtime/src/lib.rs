@@ -21,6 +21,7 @@ mod api;
 mod artifact_secrets;
 mod decision;
 mod error;
+mod evidence;
 mod output;
 mod ports;
 mod records;
@@ -37,6 +38,7 @@ pub use api::{
     check_run_id, check_tenant, codes,
 };
 pub use error::RuntimeError;
+pub use evidence::{EvidenceSource, evidence_source};
 pub use ports::{
     ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, SleepFuture, StaticSecrets,
     SystemClock,

@@ -479,6 +479,21 @@ impl Runtime {
         self.shared.shutdown.cancel();
     }
 
+    /// What the evidence of a finished run is built from (see [`crate::evidence_source`]).
+    pub async fn evidence_source(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<crate::EvidenceSource, RuntimeError> {
+        crate::evidence_source(
+            &self.shared.stores,
+            self.shared.secrets.as_ref(),
+            tenant,
+            run_id,
+        )
+        .await
+    }
+
     /// Required secrets of a stored run that this host cannot supply (now, or shorter than
     /// [`crate::SECRET_BYTES_MIN`]): a run resumed on another host or after a configuration
     /// change would otherwise fail at the step that uses them.

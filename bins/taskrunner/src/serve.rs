@@ -147,6 +147,13 @@ pub(crate) async fn serve(serve: Serve) -> Result<()> {
     http.body_limit_bytes = body_limit_bytes;
     http.build_version = env!("CARGO_PKG_VERSION").to_owned();
     http.spec_signing_key = spec_signing_key;
+    http.evidence = match &settings.evidence.signing_key {
+        Some(path) => Some(taskrunner_http::EvidenceConfig {
+            signer: Arc::new(crate::evidence::read_signer(path)?),
+            builder_id: settings.evidence.builder_id.clone(),
+        }),
+        None => None,
+    };
     http.metrics_render = Some(Arc::new(move || metrics.render()));
     http.shutdown = shutdown.clone();
     let app = taskrunner_http::router(runtime.clone(), http);

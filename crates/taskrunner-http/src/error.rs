@@ -68,6 +68,9 @@ pub enum ApiError {
     /// is restarting (an extension of SPEC §6.3).
     #[error("{0}")]
     StorageUnavailable(String),
+    /// 503 `evidence_not_configured`: no evidence signing key.
+    #[error("{0}")]
+    EvidenceNotConfigured(String),
     /// 503 (`internal_error` code): not ready, shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -108,7 +111,8 @@ impl ApiError {
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StorageFull(_)
             | ApiError::StorageUnavailable(_)
-            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Unavailable(_)
+            | ApiError::EvidenceNotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,6 +136,7 @@ impl ApiError {
             ApiError::QueueFull(_) => "queue_full",
             ApiError::StorageFull(_) => "storage_full",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
+            ApiError::EvidenceNotConfigured(_) => "evidence_not_configured",
             ApiError::Unavailable(_) | ApiError::Internal => "internal_error",
         }
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use taskrunner_evidence::{
-    AuditFolder, Ed25519Signer, EvidenceSigner, PublicKey, journal_ndjson, sign_evidence,
-    verify_folder,
+    AuditFolder, Ed25519Signer, EvidenceSigner, P256Signer, PublicKey, journal_ndjson,
+    sign_evidence, signer_from_pem, verify_folder,
 };
 use taskrunner_runtime::{ChainedSecrets, DirSecrets, EnvSecrets, EvidenceSource};
 use taskrunner_store::{Store, artifact};
@@ -17,26 +17,25 @@ use taskrunner_store_sqlite::{SqliteConfig, SqliteStore};
 use crate::config::{self, ENV_EVIDENCE_SIGNING_KEY, Settings};
 
 /// The signer named by `--key`, else by `[evidence] signing_key` / the environment.
-pub(crate) fn signer(settings: &Settings, key: Option<&Path>) -> Result<Ed25519Signer> {
+pub(crate) fn signer(settings: &Settings, key: Option<&Path>) -> Result<Box<dyn EvidenceSigner>> {
     let path = key
         .map(Path::to_path_buf)
         .or_else(|| settings.evidence.signing_key.clone())
         .ok_or_else(|| {
             anyhow!(
                 "no evidence signing key: set `[evidence] signing_key` in the configuration, \
-                 {ENV_EVIDENCE_SIGNING_KEY}, or --key (an Ed25519 PKCS#8 PEM file; \
-                 `taskrunner keygen FILE` writes one)"
+                 {ENV_EVIDENCE_SIGNING_KEY}, or --key (an Ed25519 or ECDSA P-256 PKCS#8 PEM \
+                 file; `taskrunner keygen FILE` writes one)"
             )
         })?;
     read_signer(&path)
 }
 
-/// Reads a PEM PKCS#8 Ed25519 private key.
-pub(crate) fn read_signer(path: &Path) -> Result<Ed25519Signer> {
+/// Reads a PEM PKCS#8 Ed25519 or ECDSA P-256 private key.
+pub(crate) fn read_signer(path: &Path) -> Result<Box<dyn EvidenceSigner>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the evidence signing key {}", path.display()))?;
-    Ed25519Signer::from_pkcs8_pem(&text)
-        .map_err(|e| anyhow!("evidence signing key {}: {e}", path.display()))
+    signer_from_pem(&text).map_err(|e| anyhow!("evidence signing key {}: {e}", path.display()))
 }
 
 /// Opens the embedded store of `settings` (it must exist: nothing is created).
@@ -78,7 +77,7 @@ pub(crate) async fn evidence(
         &source.material,
         &settings.evidence.builder_id,
         &source.secrets,
-        &signer,
+        signer.as_ref(),
     )
     .map_err(|e| anyhow!("run {run_id}: {e}"))?;
     let mut text = serde_json::to_string_pretty(&evidence.to_json(&signer.public_key()))?;
@@ -100,7 +99,7 @@ pub(crate) async fn export(
         &source.material,
         &settings.evidence.builder_id,
         &source.secrets,
-        &signer,
+        signer.as_ref(),
     )
     .map_err(|e| anyhow!("run {run_id}: {e}"))?;
 
@@ -270,27 +269,42 @@ pub(crate) fn verify(target: &Path, key: &Path, artifacts: &[PathBuf]) -> Result
     }
 }
 
-/// `taskrunner keygen FILE`: a new Ed25519 key, FILE (PKCS#8 PEM, mode 0600) and FILE.pub.
-pub(crate) fn keygen(path: &Path) -> Result<()> {
+/// `taskrunner keygen FILE`: a new Ed25519 (or P-256) key, FILE (PKCS#8 PEM, mode 0600) and
+/// FILE.pub.
+pub(crate) fn keygen(path: &Path, p256: bool) -> Result<()> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut seed))
         .context("cannot read /dev/urandom")?;
-    let signer = Ed25519Signer::from_seed(seed);
+    let (private, public_key, key_id) = if p256 {
+        let signer = P256Signer::from_scalar(&seed)?;
+        (
+            signer.to_pkcs8_pem()?,
+            signer.public_key(),
+            signer.key_id().to_owned(),
+        )
+    } else {
+        let signer = Ed25519Signer::from_seed(seed);
+        (
+            signer.to_pkcs8_pem(),
+            signer.public_key(),
+            signer.key_id().to_owned(),
+        )
+    };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot create {} (it must not exist)", path.display()))?;
-    file.write_all(signer.to_pkcs8_pem().as_bytes())
+    file.write_all(private.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     let public = PathBuf::from(format!("{}.pub", path.display()));
-    std::fs::write(&public, signer.public_key().to_pem())
+    std::fs::write(&public, public_key.to_pem())
         .with_context(|| format!("cannot write {}", public.display()))?;
-    println!("{}", signer.key_id());
+    println!("{key_id}");
     Ok(())
 }
 

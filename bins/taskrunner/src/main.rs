@@ -151,11 +151,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         artifact: Vec<PathBuf>,
     },
-    /// Write a new Ed25519 evidence signing key to FILE (PKCS#8 PEM, mode 0600) and its public
-    /// key to FILE.pub; prints the key id.
+    /// Write a new evidence signing key to FILE (PKCS#8 PEM, mode 0600) and its public key to
+    /// FILE.pub; prints the key id.
     Keygen {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// `ed25519` (default) or `p256` (ECDSA P-256).
+        #[arg(long, value_enum, default_value_t = KeyAlgorithm::Ed25519)]
+        algorithm: KeyAlgorithm,
     },
 }
 
@@ -203,6 +206,12 @@ struct LocalArgs {
     /// `sandbox-unavailable`. Logged loudly at start, at every run and in each affected step.
     #[arg(long)]
     unsandboxed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyAlgorithm {
+    Ed25519,
+    P256,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -392,7 +401,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Err(Failure::Exit(1))
             }
         }
-        Command::Keygen { file } => Ok(evidence::keygen(&file)?),
+        Command::Keygen { file, algorithm } => {
+            Ok(evidence::keygen(&file, algorithm == KeyAlgorithm::P256)?)
+        }
         Command::Simulate {
             pack,
             inputs,

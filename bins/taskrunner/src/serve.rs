@@ -149,7 +149,7 @@ pub(crate) async fn serve(serve: Serve) -> Result<()> {
     http.spec_signing_key = spec_signing_key;
     http.evidence = match &settings.evidence.signing_key {
         Some(path) => Some(taskrunner_http::EvidenceConfig {
-            signer: Arc::new(crate::evidence::read_signer(path)?),
+            signer: Arc::from(crate::evidence::read_signer(path)?),
             builder_id: settings.evidence.builder_id.clone(),
         }),
         None => None,

@@ -64,6 +64,8 @@ struct Setup {
     data: String,
     key: String,
     public: String,
+    /// An ECDSA P-256 key (`keygen --algorithm p256`).
+    p256: String,
 }
 
 /// One finished run (approved by alice) and one run waiting at its gate, shared by the tests.
@@ -78,6 +80,9 @@ fn setup() -> &'static Setup {
         let key = dir.join("key.pem");
         let data = dir.join("data").to_str().unwrap().to_owned();
         let out = taskrunner(&["keygen", key.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let p256 = dir.join("p256.pem");
+        let out = taskrunner(&["keygen", p256.to_str().unwrap(), "--algorithm", "p256"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let pack = pack.to_str().unwrap();
         let out = taskrunner(&[
@@ -100,12 +105,18 @@ fn setup() -> &'static Setup {
             data,
             public: format!("{}.pub", key.display()),
             key: key.to_str().unwrap().to_owned(),
+            p256: p256.to_str().unwrap().to_owned(),
         }
     })
 }
 
 /// A fresh export of the finished run.
 fn export(name: &str) -> PathBuf {
+    export_with(name, &setup().key)
+}
+
+/// A fresh export of the finished run signed with `key`.
+fn export_with(name: &str, key: &str) -> PathBuf {
     let s = setup();
     let to = s.dir.join(name);
     let _ = std::fs::remove_dir_all(&to);
@@ -115,7 +126,7 @@ fn export(name: &str) -> PathBuf {
         "--data-dir",
         &s.data,
         "--key",
-        &s.key,
+        key,
         "--to",
         to.to_str().unwrap(),
     ]);
@@ -522,5 +533,40 @@ fn an_independent_verifier_accepts_the_evidence() {
         text(&out.stdout).contains("MISMATCH tarball"),
         "{}",
         text(&out.stdout)
+    );
+
+    // ECDSA P-256 evidence (DER signatures) passes the same independent check.
+    let p256 = export_with("independent-p256", &setup().p256);
+    let out = run(&p256);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("VERIFIED"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn p256_evidence_verifies_and_fails_with_the_other_key() {
+    let s = setup();
+    let dir = export_with("p256", &s.p256);
+    let out = taskrunner(&[
+        "verify-evidence",
+        dir.to_str().unwrap(),
+        "--key",
+        &format!("{}.pub", s.p256),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = verify(&dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("signature 0 has keyid"),
+        "{}",
+        text(&out.stderr)
     );
 }

@@ -2,13 +2,17 @@
 //!
 //! Key formats (docs/EVIDENCE.md): a private key is PEM `PRIVATE KEY` holding a PKCS#8
 //! `PrivateKeyInfo` for Ed25519 (RFC 8410; what `openssl genpkey -algorithm ed25519` and
-//! `taskrunner keygen` write; the v2 form with the public key is accepted too); a public key is
-//! PEM `PUBLIC KEY` holding a `SubjectPublicKeyInfo` (RFC 8410; `openssl pkey -pubout`). The
-//! key id is the lowercase hex SHA-256 of the SubjectPublicKeyInfo DER bytes.
+//! `taskrunner keygen` write; the v2 form with the public key is accepted too) or for ECDSA
+//! P-256 (RFC 5915/5480; `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`); a
+//! public key is PEM `PUBLIC KEY` holding a `SubjectPublicKeyInfo` (`openssl pkey -pubout`).
+//! The key id is the lowercase hex SHA-256 of the SubjectPublicKeyInfo DER bytes. ECDSA
+//! signatures are written DER-encoded (as securesystemslib and cosign expect) and read in DER
+//! or as raw `r || s` (the DSSE spec's test vector).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use p256::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePublicKey as _};
 use sha2::{Digest, Sha256};
 
 use crate::error::EvidenceError;
@@ -39,11 +43,17 @@ pub trait EvidenceSigner: Send + Sync + std::fmt::Debug {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, EvidenceError>;
 }
 
-/// A public key that evidence can be verified with.
+/// A public key that evidence can be verified with (Ed25519 or ECDSA P-256).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
-    key: VerifyingKey,
+    key: Verifying,
     key_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verifying {
+    Ed25519(VerifyingKey),
+    P256(p256::ecdsa::VerifyingKey),
 }
 
 impl PublicKey {
@@ -53,29 +63,35 @@ impl PublicKey {
         PublicKey::from_spki_der(&der)
     }
 
-    /// From `SubjectPublicKeyInfo` DER bytes.
+    /// From `SubjectPublicKeyInfo` DER bytes (Ed25519 or P-256).
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, EvidenceError> {
-        let raw = der
-            .strip_prefix(&SPKI_PREFIX)
-            .filter(|rest| rest.len() == 32)
-            .ok_or_else(|| {
-                EvidenceError::Key("not an Ed25519 SubjectPublicKeyInfo (RFC 8410)".into())
-            })?;
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(raw);
-        let key = VerifyingKey::from_bytes(&bytes)
-            .map_err(|e| EvidenceError::Key(format!("invalid Ed25519 public key: {e}")))?;
-        Ok(PublicKey::from_verifying_key(key))
+        if let Some(raw) = der.strip_prefix(&SPKI_PREFIX) {
+            let bytes: [u8; 32] = raw
+                .try_into()
+                .map_err(|_| EvidenceError::Key("Ed25519 public key must be 32 bytes".into()))?;
+            let key = VerifyingKey::from_bytes(&bytes)
+                .map_err(|e| EvidenceError::Key(format!("invalid Ed25519 public key: {e}")))?;
+            return Ok(PublicKey::new(Verifying::Ed25519(key)));
+        }
+        let key = p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|_| {
+            EvidenceError::Key(
+                "not an Ed25519 (RFC 8410) or ECDSA P-256 SubjectPublicKeyInfo".into(),
+            )
+        })?;
+        Ok(PublicKey::new(Verifying::P256(key)))
     }
 
-    fn from_verifying_key(key: VerifyingKey) -> PublicKey {
+    fn new(key: Verifying) -> PublicKey {
         let key_id = key_id_of_spki(&spki_der(&key));
         PublicKey { key, key_id }
     }
 
-    /// `ed25519`.
+    /// `ed25519` or `ecdsa-p256`.
     pub fn algorithm(&self) -> &'static str {
-        "ed25519"
+        match self.key {
+            Verifying::Ed25519(_) => "ed25519",
+            Verifying::P256(_) => "ecdsa-p256",
+        }
     }
 
     /// The key id (hex SHA-256 of the SubjectPublicKeyInfo DER).
@@ -93,11 +109,23 @@ impl PublicKey {
         to_pem("PUBLIC KEY", &self.spki_der())
     }
 
-    /// Whether `signature` is a valid (strict) signature of `message`.
+    /// Whether `signature` is a valid signature of `message` (Ed25519: strict; P-256: DER or
+    /// raw `r || s`, SHA-256).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        match ed25519_dalek::Signature::from_slice(signature) {
-            Ok(sig) => self.key.verify_strict(message, &sig).is_ok(),
-            Err(_) => false,
+        match &self.key {
+            Verifying::Ed25519(key) => match ed25519_dalek::Signature::from_slice(signature) {
+                Ok(sig) => key.verify_strict(message, &sig).is_ok(),
+                Err(_) => false,
+            },
+            Verifying::P256(key) => {
+                use p256::ecdsa::signature::Verifier as _;
+                let sig = if signature.len() == 64 {
+                    p256::ecdsa::Signature::from_slice(signature)
+                } else {
+                    p256::ecdsa::Signature::from_der(signature)
+                };
+                sig.is_ok_and(|sig| key.verify(message, &sig).is_ok())
+            }
         }
     }
 }
@@ -107,10 +135,18 @@ pub fn key_id_of_spki(der: &[u8]) -> String {
     hex(&Sha256::digest(der))
 }
 
-fn spki_der(key: &VerifyingKey) -> Vec<u8> {
-    let mut der = SPKI_PREFIX.to_vec();
-    der.extend_from_slice(key.as_bytes());
-    der
+fn spki_der(key: &Verifying) -> Vec<u8> {
+    match key {
+        Verifying::Ed25519(key) => {
+            let mut der = SPKI_PREFIX.to_vec();
+            der.extend_from_slice(key.as_bytes());
+            der
+        }
+        Verifying::P256(key) => key
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default(),
+    }
 }
 
 /// An Ed25519 key held in memory.
@@ -131,7 +167,7 @@ impl Ed25519Signer {
     /// From a 32-byte seed (the caller supplies the randomness).
     pub fn from_seed(seed: [u8; 32]) -> Ed25519Signer {
         let key = SigningKey::from_bytes(&seed);
-        let public = PublicKey::from_verifying_key(key.verifying_key());
+        let public = PublicKey::new(Verifying::Ed25519(key.verifying_key()));
         Ed25519Signer { key, public }
     }
 
@@ -147,8 +183,7 @@ impl Ed25519Signer {
             }
         } else {
             return Err(EvidenceError::Key(
-                "not an Ed25519 PKCS#8 private key (RFC 8410); ECDSA and RSA keys are not supported"
-                    .into(),
+                "not an Ed25519 (RFC 8410) or ECDSA P-256 PKCS#8 private key".into(),
             ));
         };
         let seed: [u8; 32] = seed
@@ -156,13 +191,17 @@ impl Ed25519Signer {
             .map_err(|_| EvidenceError::Key("Ed25519 private key must be 32 bytes".into()))?;
         let signer = Ed25519Signer::from_seed(seed);
         if let Some(public) = public
-            && public != signer.public.key.as_bytes()
+            && Some(public) != signer.public_bytes().as_ref().map(|b| b.as_slice())
         {
             return Err(EvidenceError::Key(
                 "the public key in the PKCS#8 document does not match its private key".into(),
             ));
         }
         Ok(signer)
+    }
+
+    fn public_bytes(&self) -> Option<[u8; 32]> {
+        Some(self.key.verifying_key().to_bytes())
     }
 
     /// PEM `PRIVATE KEY` text (PKCS#8 v1).
@@ -182,6 +221,85 @@ impl EvidenceSigner for Ed25519Signer {
     }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, EvidenceError> {
         Ok(self.key.sign(message).to_bytes().to_vec())
+    }
+}
+
+/// An ECDSA P-256 key held in memory (SHA-256, deterministic RFC 6979 nonces).
+pub struct P256Signer {
+    key: p256::ecdsa::SigningKey,
+    public: PublicKey,
+}
+
+impl std::fmt::Debug for P256Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P256Signer")
+            .field("key_id", &self.public.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl P256Signer {
+    /// From the 32-byte big-endian scalar (the caller supplies the randomness).
+    pub fn from_scalar(bytes: &[u8]) -> Result<P256Signer, EvidenceError> {
+        let key = p256::ecdsa::SigningKey::from_slice(bytes)
+            .map_err(|_| EvidenceError::Key("not a valid P-256 private scalar".into()))?;
+        Ok(P256Signer::new(key))
+    }
+
+    /// From PEM `PRIVATE KEY` text (PKCS#8 with the P-256 curve).
+    pub fn from_pkcs8_pem(text: &str) -> Result<P256Signer, EvidenceError> {
+        let der = pem_body(text, "PRIVATE KEY")?;
+        let key = p256::ecdsa::SigningKey::from_pkcs8_der(&der)
+            .map_err(|_| EvidenceError::Key("not an ECDSA P-256 PKCS#8 private key".into()))?;
+        Ok(P256Signer::new(key))
+    }
+
+    fn new(key: p256::ecdsa::SigningKey) -> P256Signer {
+        let public = PublicKey::new(Verifying::P256(*key.verifying_key()));
+        P256Signer { key, public }
+    }
+
+    /// PEM `PRIVATE KEY` text (PKCS#8).
+    pub fn to_pkcs8_pem(&self) -> Result<String, EvidenceError> {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let der = self
+            .key
+            .to_pkcs8_der()
+            .map_err(|e| EvidenceError::Key(format!("cannot encode the P-256 key: {e}")))?;
+        Ok(to_pem("PRIVATE KEY", der.as_bytes()))
+    }
+
+    /// The raw `r || s` signature (the DSSE test vector's encoding).
+    pub fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
+        use p256::ecdsa::signature::Signer as _;
+        let sig: p256::ecdsa::Signature = self.key.sign(message);
+        sig.to_bytes().to_vec()
+    }
+}
+
+impl EvidenceSigner for P256Signer {
+    fn key_id(&self) -> &str {
+        &self.public.key_id
+    }
+    fn public_key(&self) -> PublicKey {
+        self.public.clone()
+    }
+    /// DER-encoded, as securesystemslib and cosign expect.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, EvidenceError> {
+        use p256::ecdsa::signature::Signer as _;
+        let sig: p256::ecdsa::Signature = self.key.sign(message);
+        Ok(sig.to_der().as_bytes().to_vec())
+    }
+}
+
+/// A signer from PEM `PRIVATE KEY` text: Ed25519, else ECDSA P-256.
+pub fn signer_from_pem(text: &str) -> Result<Box<dyn EvidenceSigner>, EvidenceError> {
+    match Ed25519Signer::from_pkcs8_pem(text) {
+        Ok(signer) => Ok(Box::new(signer)),
+        Err(ed25519) => match P256Signer::from_pkcs8_pem(text) {
+            Ok(signer) => Ok(Box::new(signer)),
+            Err(_) => Err(ed25519),
+        },
     }
 }
 
@@ -273,13 +391,88 @@ mod tests {
         let err = PublicKey::from_pem(RFC8410_PRIVATE).expect_err("a private key");
         assert!(err.to_string().contains("PUBLIC KEY"), "{err}");
         // A P-256 SubjectPublicKeyInfo is not an Ed25519 one.
-        let p256 = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEYWz8ngMdcJgP6Ge2cJ5bjtnKQ7S1\nOWVCRDL1Y7tyvUj3+5nZR5J3SNwCoTBY6fh9cK/HK7LFfb0IXwp3XTqBNA==\n-----END PUBLIC KEY-----\n";
-        let err = PublicKey::from_pem(p256).expect_err("p256");
+        let p256 = OPENSSL_P256_PUBLIC;
+        let key = PublicKey::from_pem(p256).expect("a P-256 key is accepted");
+        assert_eq!(key.algorithm(), "ecdsa-p256");
+        assert_eq!(key.key_id(), OPENSSL_P256_KEY_ID);
+        // An RSA key is not.
+        let rsa = "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAMvIVVLzR1oaYbkvyTBcmqTSFufJzfJ+\nqZJ6PZnc0bM0YP/Ul53yDfvx7OQWgLvAFWmoJPWDdKIXTQrn8ZQ9Rj8CAwEAAQ==\n-----END PUBLIC KEY-----\n";
+        let err = PublicKey::from_pem(rsa).expect_err("rsa");
         assert!(err.to_string().contains("Ed25519"), "{err}");
         let err = Ed25519Signer::from_pkcs8_pem(
             "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----",
         )
         .expect_err("bad base64");
         assert!(err.to_string().contains("base64"), "{err}");
+    }
+
+    // `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` and `openssl pkey
+    // -pubout`; the key id from `openssl pkey -pubin -outform DER | sha256sum`.
+    const OPENSSL_P256_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgLkDuE+fRDoydR9Wt\n\
+        9/RIM5+Kf4iKAz/n8F4PZye1OnihRANCAAQTik+bhavT6Is2i/uCm1Ss55bGNO6Y\n\
+        3baQrDX8ckc3OLvRXc1pnPEjbwpo5pGv4jy4jizTevvdzyzvwxMl+9Oq\n\
+        -----END PRIVATE KEY-----\n";
+    const OPENSSL_P256_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\n\
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEE4pPm4Wr0+iLNov7gptUrOeWxjTu\n\
+        mN22kKw1/HJHNzi70V3NaZzxI28KaOaRr+I8uI4s03r73c8s78MTJfvTqg==\n\
+        -----END PUBLIC KEY-----\n";
+    const OPENSSL_P256_KEY_ID: &str =
+        "37ab8a73cd58f80067f0dc64d6a4f024ab1e54c03e8ee988c7d683bfd622f95d";
+
+    // DSSE protocol.md, "Test Vectors": ECDSA P-256, SHA-256, RFC 6979, raw r || s.
+    const DSSE_D: &str = "d73ec437fd6346e3619c5ebfdfff0f6916804955ad32ac9ac492b0ede1f6ffb7";
+    const DSSE_SIG: &str =
+        "A3JqsQGtVsJ2O2xqrI5IcnXip5GToJ3F+FnZ+O88SjtR6rDAajabZKciJTfUiHqJPcIAriEGAHTVeCUjW2JIZA==";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn p256_reproduces_the_dsse_spec_signature_vector() {
+        let signer = P256Signer::from_scalar(&unhex(DSSE_D)).expect("scalar");
+        let pae = crate::dsse::pae("http://example.com/HelloWorld", b"hello world");
+        assert_eq!(STANDARD.encode(signer.sign_raw(&pae)), DSSE_SIG);
+        let public = signer.public_key();
+        let vector = STANDARD.decode(DSSE_SIG).expect("b64");
+        assert!(public.verify(&pae, &vector), "raw r || s");
+        let der = signer.sign(&pae).expect("sign");
+        assert!(der.len() > 64 && der[0] == 0x30, "DER");
+        assert!(public.verify(&pae, &der), "DER");
+        assert!(!public.verify(
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello worle",
+            &der
+        ));
+        // The PEM round trip keeps the key id.
+        let again = PublicKey::from_pem(&public.to_pem()).expect("pem");
+        assert_eq!(again.key_id(), signer.key_id());
+    }
+
+    #[test]
+    fn signer_from_pem_reads_both_algorithms() {
+        let ed = signer_from_pem(RFC8410_PRIVATE).expect("ed25519");
+        assert_eq!(ed.public_key().algorithm(), "ed25519");
+        let p256 = OPENSSL_P256_PRIVATE;
+        let key = signer_from_pem(p256).expect("p256");
+        assert_eq!(key.public_key().algorithm(), "ecdsa-p256");
+        assert_eq!(key.key_id(), OPENSSL_P256_KEY_ID);
+        assert_eq!(key.public_key().to_pem(), OPENSSL_P256_PUBLIC);
+        let reread = P256Signer::from_pkcs8_pem(
+            &P256Signer::from_pkcs8_pem(p256)
+                .expect("p256")
+                .to_pkcs8_pem()
+                .expect("pem"),
+        )
+        .expect("round trip");
+        assert_eq!(reread.key_id(), OPENSSL_P256_KEY_ID);
+        let sig = key.sign(b"m").expect("sign");
+        assert!(key.public_key().verify(b"m", &sig));
+        let err = signer_from_pem("-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n")
+            .expect_err("garbage");
+        assert!(err.to_string().contains("P-256"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! For a finished run this crate builds two in-toto Statements v1 — one with a SLSA Provenance
 //! v1 predicate, one with our gate-verdicts predicate — wraps each in a DSSE envelope signed
-//! through the [`EvidenceSigner`] port, and verifies such evidence against an audit folder's
+//! through the [`EvidenceSigner`] port (Ed25519 or ECDSA P-256), and verifies such evidence against an audit folder's
 //! contents (plan, journal, artifacts). The format is documented in `docs/EVIDENCE.md`.
 //!
 //! Pure: no file, socket or clock. The run's rows come in as [`RunMaterial`] (times are values
@@ -20,7 +20,9 @@ pub use dsse::{
     Envelope, EnvelopeSignature, PAYLOAD_TYPE, SIGSTORE_BUNDLE_V03, pae, sign_envelope,
 };
 pub use error::EvidenceError;
-pub use keys::{Ed25519Signer, EvidenceSigner, PublicKey, key_id_of_spki};
+pub use keys::{
+    Ed25519Signer, EvidenceSigner, P256Signer, PublicKey, key_id_of_spki, signer_from_pem,
+};
 pub use statement::sha256_hex;
 pub use statement::{
     ArtifactDigest, BUILD_TYPE, Evidence, GATES_PREDICATE_TYPE, PLAN_SUBJECT, RunMaterial,

@@ -695,6 +695,52 @@ mod tests {
     }
 
     #[test]
+    fn evidence_settings_from_file_and_environment() {
+        let s = resolve(Flags::default(), env_of(&[])).unwrap();
+        assert_eq!(s.evidence.signing_key, None);
+        assert_eq!(s.evidence.builder_id, EVIDENCE_BUILDER_ID_DEFAULT);
+        let path = file(
+            "evidence.toml",
+            "[evidence]\nsigning_key = \"keys/ev.pem\"\nbuilder_id = \"https://ci.example/b\"\n",
+        );
+        let flags = || Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        let s = resolve(flags(), env_of(&[])).unwrap();
+        let dir = path.parent().unwrap();
+        assert_eq!(
+            s.evidence.signing_key,
+            Some(dir.join("keys/ev.pem")),
+            "relative to the file"
+        );
+        assert_eq!(s.evidence.builder_id, "https://ci.example/b");
+        let s = resolve(
+            flags(),
+            env_of(&[
+                ("TASKRUNNER_EVIDENCE_SIGNING_KEY", "/etc/tr/key.pem"),
+                ("TASKRUNNER_EVIDENCE_BUILDER_ID", "https://env.example/b"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.evidence.signing_key,
+            Some(PathBuf::from("/etc/tr/key.pem"))
+        );
+        assert_eq!(s.evidence.builder_id, "https://env.example/b");
+        let bad = file("evidence-bad.toml", "[evidence]\nsigning_keys = \"x\"\n");
+        let err = resolve(
+            Flags {
+                config: Some(bad),
+                ..Flags::default()
+            },
+            env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("signing_keys"), "{err}");
+    }
+
+    #[test]
     fn max_drivers_from_environment_and_file_checked() {
         let flags = |path: &PathBuf| Flags {
             config: Some(path.clone()),

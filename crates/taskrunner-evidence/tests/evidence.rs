@@ -347,3 +347,118 @@ fn a_plan_that_does_not_match_its_hash_is_refused_when_building() {
     let err = sign_evidence(&f.material, "b", &secrets(), &f.signer).expect_err("bad hash");
     assert!(err.to_string().contains("plan"), "{err}");
 }
+
+const POLICY_PACK: &str = r#"
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: scan, version: 2.0.0}
+spec:
+  approvals:
+    - {id: exception, grants: [security.exception]}
+  policies:
+    - {id: no-critical, version: 1.1.0, rule: "steps.scan.outputs.critical == `0`", message: "critical findings present"}
+  steps:
+    - id: scan
+      run: {uses: "scanner"}
+    - id: gate
+      gate:
+        policy:
+          policy: no-critical
+          failureAction: requestOverride
+          overrideApproval: exception
+"#;
+
+#[test]
+fn a_policy_gate_overridden_by_an_approval_is_reported_with_its_decision() {
+    let plan = taskrunner_plan::plan_yaml(POLICY_PACK, &Map::new()).expect("plan");
+    let mut journal = Journal::new(plan.hash());
+    let mut outputs = Map::new();
+    outputs.insert("critical".into(), Value::from(2));
+    let records = vec![
+        journal.append(Timestamp(1_000), Event::Started),
+        journal.append(
+            Timestamp(2_000),
+            Event::AttemptFinished {
+                step_id: "scan".into(),
+                attempt: 1,
+                outcome: taskrunner_engine::AttemptOutcome::Succeeded { outputs },
+            },
+        ),
+        journal.append(
+            Timestamp(3_000),
+            Event::ApprovalDecided {
+                approval_id: "exception".into(),
+                decision: Decision::Approved,
+                actor: "bob".into(),
+                summary: None,
+                plan_hash: plan.hash().to_owned(),
+            },
+        ),
+    ];
+    let material = RunMaterial {
+        tenant: "default".into(),
+        run_id: "p-1".into(),
+        status: "Succeeded".into(),
+        plan_json: plan.canonical_json().to_owned(),
+        plan_hash: plan.hash().to_owned(),
+        created_at: Timestamp(0),
+        host_digest: Some(format!("sha256:{}", "a".repeat(64))),
+        journal: records,
+        logs_sha256: sha256_hex(b""),
+        artifacts: vec![],
+    };
+    let signer = Ed25519Signer::from_seed([5; 32]);
+    let e = sign_evidence(&material, "b", &Secrets::new(), &signer).expect("evidence");
+    let gate = &e.gates["predicate"]["gates"][0];
+    assert_eq!(gate["kind"], "policy", "{}", e.gates);
+    assert_eq!(gate["policyId"], "no-critical");
+    assert_eq!(gate["policyVersion"], "1.1.0");
+    assert_eq!(gate["onFailure"], "requestOverride");
+    assert_eq!(gate["overrideApprovalId"], "exception");
+    assert_eq!(gate["status"], "Succeeded", "{gate}");
+    assert_eq!(gate["decisions"][0]["actor"], "bob");
+    assert_eq!(gate["decisions"][0]["seq"], 3);
+    let deps = &e.provenance["predicate"]["buildDefinition"]["resolvedDependencies"];
+    assert_eq!(deps[1]["name"], "host-executors");
+    assert_eq!(deps[1]["digest"]["sha256"], "a".repeat(64));
+    assert_eq!(
+        deps[1]["annotations"]["executors"],
+        serde_json::json!(["scanner"])
+    );
+    // Only the plan is a subject when no artifact was captured.
+    assert_eq!(e.provenance["subject"].as_array().map(Vec::len), Some(1));
+    assert_gates_schema(&e.gates["predicate"]);
+}
+
+/// The gate-verdicts predicate matches its published JSON Schema.
+fn assert_gates_schema(predicate: &Value) {
+    let schema: Value = serde_json::from_str(include_str!(
+        "../../../docs/schemas/gate-verdicts-v1.schema.json"
+    ))
+    .expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(predicate)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{predicate}");
+}
+
+#[test]
+fn the_gate_verdicts_follow_their_json_schema() {
+    let f = fixture();
+    let e = sign_evidence(&f.material, "b", &secrets(), &f.signer).expect("evidence");
+    assert_gates_schema(&e.gates["predicate"]);
+    // The schema is not a rubber stamp.
+    let mut broken = e.gates["predicate"].clone();
+    broken["gates"][0]["decisions"][0]["decision"] = Value::from("maybe");
+    let schema: Value = serde_json::from_str(include_str!(
+        "../../../docs/schemas/gate-verdicts-v1.schema.json"
+    ))
+    .expect("schema is JSON");
+    assert!(
+        !jsonschema::validator_for(&schema)
+            .expect("schema")
+            .is_valid(&broken)
+    );
+}

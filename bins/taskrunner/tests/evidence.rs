@@ -570,3 +570,27 @@ fn p256_evidence_verifies_and_fails_with_the_other_key() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_evidence_document_verifies_as_a_file() {
+    let s = setup();
+    let out = taskrunner(&["evidence", "done", "--data-dir", &s.data, "--key", &s.key]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["bundles"]["provenance"]["mediaType"],
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    let file = s.dir.join("evidence.json");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let out = verify(&file, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("envelope evidence.json#gates: signature verifies"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Signing is deterministic: the same run gives the same document.
+    let again = taskrunner(&["evidence", "done", "--data-dir", &s.data, "--key", &s.key]);
+    assert_eq!(again.stdout, std::fs::read(&file).unwrap());
+}

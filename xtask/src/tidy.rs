@@ -37,9 +37,10 @@ const RUNTIME: &str = "taskrunner-runtime";
 const HTTP: &str = "taskrunner-http";
 const AUTH: &str = "taskrunner-auth";
 const TESTKIT: &str = "taskrunner-testkit";
+const EVIDENCE: &str = "taskrunner-evidence";
 
 /// The pure crates (L0–L3): no I/O, clock, threads or `HashMap`.
-pub const PURE_CRATES: &[&str] = &[SECRETS, EXPR, MANIFEST, PLAN, ENGINE];
+pub const PURE_CRATES: &[&str] = &[SECRETS, EXPR, MANIFEST, PLAN, ENGINE, EVIDENCE];
 
 /// For each workspace library crate, the workspace crates it may use as normal (and build)
 /// dependencies: exactly the edges the crates need, no more, so a dependency that would let a
@@ -56,6 +57,9 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     (PLAN, &[EXPR, MANIFEST]),
     // The engine never sees a Manifest, only a Plan.
     (ENGINE, &[EXPR, PLAN, SECRETS]),
+    // Signed run evidence: recomputes the plan hash (plan) and the journal chain (engine); it
+    // never defines either again.
+    (EVIDENCE, &[PLAN, ENGINE]),
     // The store keeps opaque records: it depends on no other crate of ours.
     (STORE, &[]),
     // Storage adapters implement the store's ports and nothing else.
@@ -68,11 +72,14 @@ pub const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     (EXEC_HTTP, &[EXEC, SECRETS]),
     // The runtime drives ports (store traits, executors); bins pick the storage adapters.
     // Admission works from the `Plan`: the runtime never sees a Manifest.
-    (RUNTIME, &[EXPR, PLAN, ENGINE, STORE, EXEC, SECRETS]),
+    (
+        RUNTIME,
+        &[EXPR, PLAN, ENGINE, STORE, EXEC, SECRETS, EVIDENCE],
+    ),
     // Authentication knows nothing of runs: it maps credentials to scopes.
     (AUTH, &[]),
     // The HTTP facade talks to the runtime; plan/engine/store only for the types it renders.
-    (HTTP, &[PLAN, ENGINE, STORE, RUNTIME, AUTH]),
+    (HTTP, &[PLAN, ENGINE, STORE, RUNTIME, AUTH, EVIDENCE]),
     // Scripted scenarios over the engine; `ManualClock` implements the runtime's clock port.
     (TESTKIT, &[PLAN, ENGINE, RUNTIME]),
 ];

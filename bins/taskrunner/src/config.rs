@@ -43,6 +43,13 @@ pub(crate) const ENV_HEADER_READ_TIMEOUT_SECONDS: &str = "TASKRUNNER_HEADER_READ
 pub(crate) const ENV_SHUTDOWN_GRACE_SECONDS: &str = "TASKRUNNER_SHUTDOWN_GRACE_SECONDS";
 pub(crate) const ENV_MAX_DRIVERS: &str = "TASKRUNNER_MAX_DRIVERS";
 pub(crate) const ENV_SPEC_SIGNING_KEY_FILE: &str = "TASKRUNNER_SPEC_SIGNING_KEY_FILE";
+/// `[evidence] signing_key`: the PEM private key run evidence is signed with.
+pub(crate) const ENV_EVIDENCE_SIGNING_KEY: &str = "TASKRUNNER_EVIDENCE_SIGNING_KEY";
+/// `[evidence] builder_id`: `runDetails.builder.id` of the provenance.
+pub(crate) const ENV_EVIDENCE_BUILDER_ID: &str = "TASKRUNNER_EVIDENCE_BUILDER_ID";
+/// Default of `[evidence] builder_id`.
+pub(crate) const EVIDENCE_BUILDER_ID_DEFAULT: &str =
+    "https://stellaops.org/taskrunner/builder/local";
 pub(crate) const ENV_JWT_ISSUER: &str = "TASKRUNNER_JWT_ISSUER";
 pub(crate) const ENV_JWT_AUDIENCE: &str = "TASKRUNNER_JWT_AUDIENCE";
 pub(crate) const ENV_JWT_KEY_FILE: &str = "TASKRUNNER_JWT_KEY_FILE";
@@ -92,6 +99,24 @@ struct ConfigFile {
     executors: BTreeMap<Spanned<String>, ExecutorFile>,
     #[serde(default)]
     server: ServerFile,
+    #[serde(default)]
+    evidence: EvidenceFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceFile {
+    signing_key: Option<PathBuf>,
+    builder_id: Option<String>,
+}
+
+/// `[evidence]`: signing run evidence (docs/EVIDENCE.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EvidenceSettings {
+    /// PEM PKCS#8 Ed25519 private key; `None`: evidence cannot be signed (a clear error).
+    pub(crate) signing_key: Option<PathBuf>,
+    /// `runDetails.builder.id`.
+    pub(crate) builder_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +224,8 @@ pub(crate) struct Settings {
     pub(crate) executors: BTreeMap<String, HostExecutor>,
     /// `[server]`, read by `serve`.
     pub(crate) server: ServerSettings,
+    /// `[evidence]`, read by `evidence`, `export` and `serve`.
+    pub(crate) evidence: EvidenceSettings,
 }
 
 /// The PostgreSQL store of a replica (`database_url` is set).
@@ -416,6 +443,17 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
             .map(PathBuf::from)
             .or_else(|| from_file.map(in_file))
     };
+    let evidence = EvidenceSettings {
+        signing_key: path(ENV_EVIDENCE_SIGNING_KEY, file.evidence.signing_key),
+        builder_id: match env_text(ENV_EVIDENCE_BUILDER_ID)? {
+            Some(id) => id,
+            None => file
+                .evidence
+                .builder_id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| EVIDENCE_BUILDER_ID_DEFAULT.to_owned()),
+        },
+    };
     let server_file = file.server;
     let body_limit_bytes = number(
         ENV_BODY_LIMIT_BYTES,
@@ -564,6 +602,7 @@ pub(crate) fn resolve(flags: Flags, env: impl Fn(&str) -> Option<OsString>) -> R
             spec_signing_key_file,
             jwt,
         },
+        evidence,
     })
 }
 
@@ -653,6 +692,52 @@ mod tests {
         let wiring = crate::wiring::executors(&s, false).unwrap();
         assert!(wiring.registry.contains("builtin:shell"));
         assert!(wiring.registry.contains("builtin:http"));
+    }
+
+    #[test]
+    fn evidence_settings_from_file_and_environment() {
+        let s = resolve(Flags::default(), env_of(&[])).unwrap();
+        assert_eq!(s.evidence.signing_key, None);
+        assert_eq!(s.evidence.builder_id, EVIDENCE_BUILDER_ID_DEFAULT);
+        let path = file(
+            "evidence.toml",
+            "[evidence]\nsigning_key = \"keys/ev.pem\"\nbuilder_id = \"https://ci.example/b\"\n",
+        );
+        let flags = || Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        let s = resolve(flags(), env_of(&[])).unwrap();
+        let dir = path.parent().unwrap();
+        assert_eq!(
+            s.evidence.signing_key,
+            Some(dir.join("keys/ev.pem")),
+            "relative to the file"
+        );
+        assert_eq!(s.evidence.builder_id, "https://ci.example/b");
+        let s = resolve(
+            flags(),
+            env_of(&[
+                ("TASKRUNNER_EVIDENCE_SIGNING_KEY", "/etc/tr/key.pem"),
+                ("TASKRUNNER_EVIDENCE_BUILDER_ID", "https://env.example/b"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.evidence.signing_key,
+            Some(PathBuf::from("/etc/tr/key.pem"))
+        );
+        assert_eq!(s.evidence.builder_id, "https://env.example/b");
+        let bad = file("evidence-bad.toml", "[evidence]\nsigning_keys = \"x\"\n");
+        let err = resolve(
+            Flags {
+                config: Some(bad),
+                ..Flags::default()
+            },
+            env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("signing_keys"), "{err}");
     }
 
     #[test]

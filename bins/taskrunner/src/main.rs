@@ -16,6 +16,7 @@ use taskrunner_plan::{Plan, PlanError};
 mod backup;
 mod config;
 mod diff;
+mod evidence;
 mod listener;
 mod run;
 mod serve;
@@ -118,7 +119,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataDirArgs,
     },
     /// Restore a backup into a new data directory; `serve` on it continues every run that was
     /// in flight when the backup was taken.
@@ -127,7 +128,7 @@ enum Command {
         #[arg(value_name = "FILE")]
         from: PathBuf,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataDirArgs,
     },
     /// Continue a run waiting for approval: decide its gates and follow it.
     Resume {
@@ -142,11 +143,68 @@ enum Command {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// Print the signed evidence of a finished run (in-toto statements in DSSE envelopes and
+    /// Sigstore bundles, docs/EVIDENCE.md) as JSON.
+    Evidence {
+        #[arg(value_name = "RUN_ID")]
+        run_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a finished run's audit folder: plan.json, journal.ndjson, logs.ndjson, the signed
+    /// evidence, the artifacts and their digests, the public key.
+    Export {
+        #[arg(value_name = "RUN_ID")]
+        run_id: String,
+        /// The folder to write (created if missing).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Verify evidence offline: an audit folder or one evidence/envelope/bundle file. Exit 0
+    /// verified, 1 with every failure named.
+    VerifyEvidence {
+        #[arg(value_name = "DIR|FILE")]
+        target: PathBuf,
+        /// The public key (PEM `PUBLIC KEY`).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// An artifact file to compare with the subject of the same name (repeatable).
+        #[arg(long, value_name = "FILE")]
+        artifact: Vec<PathBuf>,
+    },
+    /// Write a new evidence signing key to FILE (PKCS#8 PEM, mode 0600) and its public key to
+    /// FILE.pub; prints the key id.
+    Keygen {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// `ed25519` (default) or `p256` (ECDSA P-256).
+        #[arg(long, value_enum, default_value_t = KeyAlgorithm::Ed25519)]
+        algorithm: KeyAlgorithm,
+    },
 }
 
-/// Where the embedded store is.
 #[derive(Debug, Args)]
 struct StoreArgs {
+    /// A TOML configuration file (see docs/CONFIG.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where runs are stored [env: TASKRUNNER_DATA_DIR] [default: ./taskrunner-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A directory of secret files, for masking [env: TASKRUNNER_SECRETS_DIR].
+    #[arg(long, value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// The evidence signing key (PKCS#8 PEM) instead of `[evidence] signing_key`
+    /// [env: TASKRUNNER_EVIDENCE_SIGNING_KEY].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+/// Where the embedded store is (backup and restore).
+#[derive(Debug, Args)]
+struct DataDirArgs {
     /// A TOML configuration file (see docs/CONFIG.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -155,7 +213,7 @@ struct StoreArgs {
     data_dir: Option<PathBuf>,
 }
 
-impl StoreArgs {
+impl DataDirArgs {
     /// The data directory of the embedded store; refuses a PostgreSQL configuration.
     fn data_dir(self) -> Result<PathBuf> {
         let settings = config::load(config::Flags {
@@ -200,6 +258,12 @@ struct LocalArgs {
     /// `sandbox-unavailable`. Logged loudly at start, at every run and in each affected step.
     #[arg(long)]
     unsandboxed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyAlgorithm {
+    Ed25519,
+    P256,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -395,6 +459,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 listen,
                 local,
             }))
+        }
+        Command::Evidence { run_id, store } => {
+            let settings = evidence::settings(store.config, store.data_dir, store.secrets_dir)?;
+            let text = block_on(evidence::evidence(settings, store.key, &run_id))?;
+            write_stdout(&text)
+        }
+        Command::Export { run_id, to, store } => {
+            let settings = evidence::settings(store.config, store.data_dir, store.secrets_dir)?;
+            block_on(evidence::export(settings, store.key, &run_id, &to))
+        }
+        Command::VerifyEvidence {
+            target,
+            key,
+            artifact,
+        } => {
+            if evidence::verify(&target, &key, &artifact)? {
+                Ok(())
+            } else {
+                Err(Failure::Exit(1))
+            }
+        }
+        Command::Keygen { file, algorithm } => {
+            Ok(evidence::keygen(&file, algorithm == KeyAlgorithm::P256)?)
         }
         Command::Simulate {
             pack,

@@ -133,6 +133,14 @@ pub(crate) async fn serve(serve: Serve) -> Result<()> {
         .as_deref()
         .map(signing_key)
         .transpose()?;
+    // A configured evidence key must be readable before anything starts.
+    let evidence = match &settings.evidence.signing_key {
+        Some(path) => Some(taskrunner_http::EvidenceConfig {
+            signer: Arc::from(crate::evidence::read_signer(path)?),
+            builder_id: settings.evidence.builder_id.clone(),
+        }),
+        None => None,
+    };
     let body_limit_bytes = usize::try_from(settings.server.body_limit_bytes)
         .context("body_limit_bytes does not fit this platform")?;
 
@@ -147,6 +155,7 @@ pub(crate) async fn serve(serve: Serve) -> Result<()> {
     http.body_limit_bytes = body_limit_bytes;
     http.build_version = env!("CARGO_PKG_VERSION").to_owned();
     http.spec_signing_key = spec_signing_key;
+    http.evidence = evidence;
     http.metrics_render = Some(Arc::new(move || metrics.render()));
     http.shutdown = shutdown.clone();
     let app = taskrunner_http::router(runtime.clone(), http);

@@ -672,3 +672,80 @@ fn sigterm_stops_cleanly_and_runs_resume_after_restart() {
         s["status"] == "Succeeded"
     });
 }
+
+/// `serve` with `TASKRUNNER_EVIDENCE_SIGNING_KEY`: the key is served, a finished run's
+/// evidence is signed with it; a key file that is not a private key stops the start.
+#[test]
+fn serve_signs_evidence_with_the_configured_key() {
+    let dir = temp_dir("evidence");
+    let key = dir.join("ev.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let server = serve(
+        &dir.join("data"),
+        &[],
+        &[("TASKRUNNER_EVIDENCE_SIGNING_KEY", key.to_str().unwrap())],
+    );
+    let keys = request(
+        server.addr,
+        "GET",
+        "/v1/task-runner/evidence/keys",
+        &[],
+        None,
+    );
+    assert_eq!(keys.status, 200);
+    assert_eq!(keys.json()["keys"][0]["keyId"], key_id.as_str());
+    let manifest = "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: ev, version: 1.0.0}\nspec:\n  steps:\n    - {id: a, run: {uses: builtin:noop}}\n";
+    let created = request(
+        server.addr,
+        "POST",
+        "/v1/task-runner/runs",
+        &[],
+        Some(&serde_json::json!({"manifest": manifest, "runId": "ev-1"})),
+    );
+    assert_eq!(created.status, 201);
+    wait_for(server.addr, "default", "ev-1", |s| {
+        s["status"] == "Succeeded"
+    });
+    // The driver may still be retiring for a moment: 409 until then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let evidence = loop {
+        let r = request(
+            server.addr,
+            "GET",
+            "/v1/task-runner/runs/ev-1/evidence",
+            &[],
+            None,
+        );
+        if r.status != 409 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(evidence.status, 200, "{}", evidence.error_code());
+    assert_eq!(evidence.json()["keyId"], key_id.as_str());
+    assert_eq!(
+        evidence.json()["provenance"]["signatures"][0]["keyid"],
+        key_id.as_str()
+    );
+    drop(server);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .env(
+            "TASKRUNNER_EVIDENCE_SIGNING_KEY",
+            format!("{}.pub", key.display()),
+        )
+        .env_remove("TASKRUNNER_AUTH")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("evidence signing key"), "{stderr}");
+}

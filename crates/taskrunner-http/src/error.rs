@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 409 `approval_already_decided`.
     #[error("{0}")]
     AlreadyDecided(String),
+    /// 409 `run_not_finished` (evidence of an active run).
+    #[error("{0}")]
+    RunNotFinished(String),
     /// 413 `payload_too_large`.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -65,6 +68,9 @@ pub enum ApiError {
     /// is restarting (an extension of SPEC §6.3).
     #[error("{0}")]
     StorageUnavailable(String),
+    /// 503 `evidence_not_configured`: no evidence signing key.
+    #[error("{0}")]
+    EvidenceNotConfigured(String),
     /// 503 (`internal_error` code): not ready, shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -98,13 +104,15 @@ impl ApiError {
             ApiError::RunExists(_)
             | ApiError::PlanHashMismatch(_)
             | ApiError::RunTerminal(_)
-            | ApiError::AlreadyDecided(_) => StatusCode::CONFLICT,
+            | ApiError::AlreadyDecided(_)
+            | ApiError::RunNotFinished(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StorageFull(_)
             | ApiError::StorageUnavailable(_)
-            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Unavailable(_)
+            | ApiError::EvidenceNotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,11 +130,13 @@ impl ApiError {
             ApiError::PlanHashMismatch(_) => "plan_hash_mismatch",
             ApiError::RunTerminal(_) => "run_terminal",
             ApiError::AlreadyDecided(_) => "approval_already_decided",
+            ApiError::RunNotFinished(_) => "run_not_finished",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::StorageFull(_) => "storage_full",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
+            ApiError::EvidenceNotConfigured(_) => "evidence_not_configured",
             ApiError::Unavailable(_) | ApiError::Internal => "internal_error",
         }
     }
@@ -255,6 +265,7 @@ impl From<RuntimeError> for ApiError {
             e @ RuntimeError::PlanHashMismatch { .. } => ApiError::PlanHashMismatch(e.to_string()),
             e @ RuntimeError::RunTerminal(_) => ApiError::RunTerminal(e.to_string()),
             e @ RuntimeError::AlreadyDecided(_) => ApiError::AlreadyDecided(e.to_string()),
+            e @ RuntimeError::RunNotFinished(_) => ApiError::RunNotFinished(e.to_string()),
             e @ RuntimeError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
             // Out of space or the database away: the details (paths, hosts) go to the log; the
             // client learns what it can do about it.

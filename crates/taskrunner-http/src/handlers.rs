@@ -146,6 +146,61 @@ pub(crate) async fn artifacts(
     Ok(Json(list).into_response())
 }
 
+/// `GET …/runs/{runId}/evidence`: the signed evidence of a finished run (docs/EVIDENCE.md);
+/// 404 for a run of another tenant, 409 `run_not_finished` while it is active.
+pub(crate) async fn evidence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    caller.require(Access::Read)?;
+    check_run_id(&run_id, "path.runId")?;
+    let source = state
+        .runtime
+        .evidence_source(&caller.tenant, &run_id)
+        .await?;
+    let config = state.config.evidence.as_ref().ok_or_else(|| {
+        ApiError::EvidenceNotConfigured(
+            "this server has no evidence signing key ([evidence] signing_key)".into(),
+        )
+    })?;
+    let evidence = taskrunner_evidence::sign_evidence(
+        &source.material,
+        &config.builder_id,
+        &source.secrets,
+        config.signer.as_ref(),
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, run_id, "evidence could not be built");
+        ApiError::Internal
+    })?;
+    Ok(Json(evidence.to_json(&config.signer.public_key())).into_response())
+}
+
+/// `GET /v1/task-runner/evidence/keys`: the public keys evidence is signed with.
+pub(crate) async fn evidence_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    caller.require(Access::Read)?;
+    let keys: Vec<_> = state
+        .config
+        .evidence
+        .iter()
+        .map(|c| {
+            let key = c.signer.public_key();
+            json!({
+                "keyId": key.key_id(),
+                "algorithm": key.algorithm(),
+                "publicKeyPem": key.to_pem(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "keys": keys })).into_response())
+}
+
 /// `POST …/approvals/{approvalId}` in rule 16 order: 400 → 404 → 403 → 409.
 pub(crate) async fn decide(
     State(state): State<AppState>,

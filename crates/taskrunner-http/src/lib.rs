@@ -62,6 +62,18 @@ pub struct HttpConfig {
     pub shutdown: CancellationToken,
     /// Keep-alive period of `follow=true` log streams (default 15 s).
     pub keepalive_interval: Duration,
+    /// Signs run evidence (`GET …/runs/{runId}/evidence`); `None` answers 503
+    /// `evidence_not_configured` there and lists no key at `GET …/evidence/keys`.
+    pub evidence: Option<EvidenceConfig>,
+}
+
+/// How run evidence is signed (docs/EVIDENCE.md).
+#[derive(Debug, Clone)]
+pub struct EvidenceConfig {
+    /// The signing key (its public half is served at `GET …/evidence/keys`).
+    pub signer: Arc<dyn taskrunner_evidence::EvidenceSigner>,
+    /// `runDetails.builder.id` of the provenance.
+    pub builder_id: String,
 }
 
 impl HttpConfig {
@@ -77,6 +89,7 @@ impl HttpConfig {
             metrics_render: None,
             shutdown: CancellationToken::new(),
             keepalive_interval: KEEPALIVE_INTERVAL_DEFAULT,
+            evidence: None,
         }
     }
 }
@@ -92,6 +105,7 @@ impl fmt::Debug for HttpConfig {
             .field("spec_signing_key", &self.spec_signing_key.is_some())
             .field("metrics_render", &self.metrics_render.is_some())
             .field("keepalive_interval", &self.keepalive_interval)
+            .field("evidence", &self.evidence)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +129,8 @@ pub(crate) mod paths {
     pub(crate) const PLAN_DIFF: &str = "/v1/task-runner/runs/{runId}/plan-diff";
     pub(crate) const APPROVAL: &str = "/v1/task-runner/runs/{runId}/approvals/{approvalId}";
     pub(crate) const CANCEL: &str = "/v1/task-runner/runs/{runId}/cancel";
+    pub(crate) const EVIDENCE: &str = "/v1/task-runner/runs/{runId}/evidence";
+    pub(crate) const EVIDENCE_KEYS: &str = "/v1/task-runner/evidence/keys";
     pub(crate) const WELL_KNOWN: &str = "/.well-known/openapi";
     pub(crate) const OPENAPI_YAML: &str = "/openapi";
     pub(crate) const OPENAPI_JSON: &str = "/openapi.json";
@@ -149,6 +165,8 @@ pub fn router(runtime: Runtime, config: HttpConfig) -> Router {
         .route(paths::PLAN_DIFF, get(plans::plan_diff))
         .route(paths::APPROVAL, post(h::decide))
         .route(paths::CANCEL, post(h::cancel))
+        .route(paths::EVIDENCE, get(h::evidence))
+        .route(paths::EVIDENCE_KEYS, get(h::evidence_keys))
         .route(paths::WELL_KNOWN, get(h::well_known))
         .route(paths::OPENAPI_YAML, get(h::openapi_yaml))
         .route(paths::OPENAPI_JSON, get(h::openapi_json))

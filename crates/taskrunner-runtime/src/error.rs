@@ -33,6 +33,9 @@ pub enum RuntimeError {
     /// The run already finished (HTTP 409 `run_terminal`).
     #[error("run is already {0}")]
     RunTerminal(String),
+    /// The run is still active: it has no evidence yet (HTTP 409 `run_not_finished`).
+    #[error("run is still {0}: evidence exists only for finished runs")]
+    RunNotFinished(String),
     /// The approval was already decided (HTTP 409 `approval_already_decided`).
     #[error("approval {0} was already decided")]
     AlreadyDecided(String),

@@ -21,6 +21,7 @@ mod api;
 mod artifact_secrets;
 mod decision;
 mod error;
+mod evidence;
 mod output;
 mod plans;
 mod ports;
@@ -38,6 +39,7 @@ pub use api::{
     check_run_id, check_tenant, codes,
 };
 pub use error::RuntimeError;
+pub use evidence::{EvidenceSource, evidence_source};
 pub use plans::{StoredPlan, approvals_all_approved};
 pub use ports::{
     ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, SleepFuture, StaticSecrets,

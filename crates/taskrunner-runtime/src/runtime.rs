@@ -489,6 +489,31 @@ impl Runtime {
         self.shared.shutdown.cancel();
     }
 
+    /// What the evidence of a finished run is built from (see [`crate::evidence_source`]).
+    /// A run whose driver is still in memory here is not finished yet, even when its status is
+    /// terminal: it may still be capturing its outputs.
+    pub async fn evidence_source(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<crate::EvidenceSource, RuntimeError> {
+        if let Some(handle) = self.actor(tenant, run_id) {
+            let status = handle.snapshot.borrow().view.status;
+            return Err(RuntimeError::RunNotFinished(if status.is_terminal() {
+                format!("{} (capturing outputs)", status.as_str())
+            } else {
+                status.as_str().to_owned()
+            }));
+        }
+        crate::evidence_source(
+            &self.shared.stores,
+            self.shared.secrets.as_ref(),
+            tenant,
+            run_id,
+        )
+        .await
+    }
+
     /// Required secrets of a stored run that this host cannot supply (now, or shorter than
     /// [`crate::SECRET_BYTES_MIN`]): a run resumed on another host or after a configuration
     /// change would otherwise fail at the step that uses them.

@@ -430,12 +430,20 @@ fn a_policy_gate_overridden_by_an_approval_is_reported_with_its_decision() {
     assert_gates_schema(&e.gates["predicate"]);
 }
 
+/// The published JSON Schema of the gate-verdicts predicate (`docs/schemas/` at the root).
+fn gates_schema() -> Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the workspace root");
+    let text = std::fs::read_to_string(root.join("docs/schemas/gate-verdicts-v1.schema.json"))
+        .expect("schema file");
+    serde_json::from_str(&text).expect("schema is JSON")
+}
+
 /// The gate-verdicts predicate matches its published JSON Schema.
 fn assert_gates_schema(predicate: &Value) {
-    let schema: Value = serde_json::from_str(include_str!(
-        "../../../docs/schemas/gate-verdicts-v1.schema.json"
-    ))
-    .expect("schema is JSON");
+    let schema = gates_schema();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
     let errors: Vec<String> = validator
         .iter_errors(predicate)
@@ -452,10 +460,7 @@ fn the_gate_verdicts_follow_their_json_schema() {
     // The schema is not a rubber stamp.
     let mut broken = e.gates["predicate"].clone();
     broken["gates"][0]["decisions"][0]["decision"] = Value::from("maybe");
-    let schema: Value = serde_json::from_str(include_str!(
-        "../../../docs/schemas/gate-verdicts-v1.schema.json"
-    ))
-    .expect("schema is JSON");
+    let schema = gates_schema();
     assert!(
         !jsonschema::validator_for(&schema)
             .expect("schema")

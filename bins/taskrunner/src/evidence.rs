@@ -39,7 +39,7 @@ pub(crate) fn read_signer(path: &Path) -> Result<Box<dyn EvidenceSigner>> {
 }
 
 /// Opens the embedded store of `settings` (it must exist: nothing is created).
-fn open_store(settings: &Settings) -> Result<Store> {
+pub(crate) fn open_store(settings: &Settings) -> Result<Store> {
     let dir = settings.data_dir.join("store");
     if !dir.exists() {
         bail!(

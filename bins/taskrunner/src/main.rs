@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use taskrunner_manifest::{Diagnostic, Diagnostics, Manifest};
 use taskrunner_plan::{Plan, PlanError};
 
+mod approvals;
 mod backup;
 mod config;
 mod diff;
@@ -111,6 +112,24 @@ enum Command {
         /// isolation their pack asks for. Logged loudly at start and at every run.
         #[arg(long)]
         unsandboxed: bool,
+    },
+    /// The approval ledger of the embedded store: every gate reached, what it requires and
+    /// every decision, newest run first (the same entries as `GET /v1/task-runner/approvals`).
+    Approvals {
+        /// `pending` (waiting now) or `decided` (no longer waiting).
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// Only runs of this pack name.
+        #[arg(long, value_name = "NAME")]
+        pack: Option<String>,
+        /// Only runs created at or after this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// `text` (one line per gate) or `ndjson` (one JSON object per gate, for export).
+        #[arg(long, value_enum, default_value_t = ApprovalsFormat::Text)]
+        format: ApprovalsFormat,
+        #[command(flatten)]
+        store: DataDirArgs,
     },
     /// Copy the embedded store (database and artifact blobs) into one backup file, while
     /// `serve` keeps running and writing.
@@ -214,14 +233,19 @@ struct DataDirArgs {
 }
 
 impl DataDirArgs {
-    /// The data directory of the embedded store; refuses a PostgreSQL configuration.
-    fn data_dir(self) -> Result<PathBuf> {
-        let settings = config::load(config::Flags {
+    /// The settings these flags, the environment and the configuration file give.
+    fn settings(self) -> Result<config::Settings> {
+        config::load(config::Flags {
             config: self.config,
             data_dir: self.data_dir,
             secrets_dir: None,
             database_url: None,
-        })?;
+        })
+    }
+
+    /// The data directory of the embedded store; refuses a PostgreSQL configuration.
+    fn data_dir(self) -> Result<PathBuf> {
+        let settings = self.settings()?;
         if settings.database.is_some() {
             anyhow::bail!(
                 "backup and restore cover the embedded store; on PostgreSQL use pg_dump/pg_restore and copy the artifact directory (docs/DEPLOYMENT.md)"
@@ -264,6 +288,12 @@ struct LocalArgs {
 enum KeyAlgorithm {
     Ed25519,
     P256,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ApprovalsFormat {
+    Text,
+    Ndjson,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -393,6 +423,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 output,
             ))?;
             exit_with(ending.code())
+        }
+        Command::Approvals {
+            status,
+            pack,
+            since,
+            format,
+            store,
+        } => {
+            let settings = store.settings()?;
+            let format = match format {
+                ApprovalsFormat::Text => approvals::LedgerFormat::Text,
+                ApprovalsFormat::Ndjson => approvals::LedgerFormat::Ndjson,
+            };
+            let text = block_on(approvals::approvals(
+                &settings,
+                status.as_deref(),
+                pack,
+                since.as_deref(),
+                format,
+            ))?;
+            write_stdout(&text)
         }
         Command::Backup { to, store } => {
             let data_dir = store.data_dir()?;

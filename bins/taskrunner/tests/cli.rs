@@ -471,3 +471,93 @@ fn diff_invalid_sides_exit_2() {
     let out = run(&["diff", &good, &good, "--new-input", "noequals"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn approvals_lists_the_ledger_of_the_embedded_store() {
+    let dir = std::env::temp_dir().join(format!("taskrunner-cli-ledger-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let pack = temp_file(
+        "ledger.yaml",
+        "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\nmetadata: {name: ledger, version: 1.0.0}\nspec:\n  approvals: [{id: both, requiredApprovals: 2}]\n  steps:\n    - {id: g, gate: {approval: {id: both}}}\n    - {id: s, run: {uses: builtin:noop}}\n",
+    );
+    let pack = pack.to_str().unwrap();
+    // No store yet: a clear error.
+    let missing = run(&["approvals", "--data-dir", data]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("no store"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let first = run(&[
+        "run",
+        pack,
+        "--run-id",
+        "l1",
+        "--data-dir",
+        data,
+        "--approve",
+        "both",
+        "--actor",
+        "alice",
+    ]);
+    assert_eq!(first.status.code(), Some(5), "{}", stderr(&first));
+    let pending = run(&["approvals", "--data-dir", data, "--status", "pending"]);
+    assert!(pending.status.success(), "{}", stderr(&pending));
+    let text = stdout(&pending);
+    assert!(
+        text.contains("l1  ledger@1.0.0  g (both)  pending  1/2  alice approved at"),
+        "{text}"
+    );
+    let decided = run(&["approvals", "--data-dir", data, "--status", "decided"]);
+    assert_eq!(stdout(&decided), "no approval gates\n");
+
+    let second = run(&[
+        "resume",
+        "l1",
+        "--data-dir",
+        data,
+        "--approve",
+        "both",
+        "--actor",
+        "bob",
+    ]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let export = run(&[
+        "approvals",
+        "--data-dir",
+        data,
+        "--status",
+        "decided",
+        "--format",
+        "ndjson",
+    ]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let lines: Vec<serde_json::Value> = stdout(&export)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["runId"], "l1");
+    assert_eq!(lines[0]["status"], "decided");
+    assert_eq!(lines[0]["stepStatus"], "Succeeded");
+    let actors: Vec<&str> = lines[0]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors, ["alice", "bob"]);
+
+    let bad = run(&["approvals", "--data-dir", data, "--status", "open"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("--status must be"),
+        "{}",
+        stderr(&bad)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

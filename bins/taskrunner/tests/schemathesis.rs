@@ -47,9 +47,19 @@ fn schemathesis_finds_no_server_error_or_schema_violation() {
         .unwrap()
         .as_nanos();
     let data = std::env::temp_dir().join(format!("taskrunner-st-{}-{nanos}", std::process::id()));
+    // An evidence signing key, so that the evidence endpoints are exercised, not refused.
+    std::fs::create_dir_all(&data).unwrap();
+    let key = data.join("evidence.pem");
+    let keygen = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
     let mut server = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
+        .env("TASKRUNNER_EVIDENCE_SIGNING_KEY", &key)
         .env("TASKRUNNER_AUTH", "jwt")
         .env("TASKRUNNER_JWT_ISSUER", "https://idp.test")
         .env("TASKRUNNER_JWT_AUDIENCE", "taskrunner")

@@ -12,6 +12,7 @@ mod auth;
 mod dto;
 mod error;
 mod handlers;
+mod ledger;
 mod logs;
 mod middleware;
 mod plans;
@@ -131,6 +132,7 @@ pub(crate) mod paths {
     pub(crate) const CANCEL: &str = "/v1/task-runner/runs/{runId}/cancel";
     pub(crate) const EVIDENCE: &str = "/v1/task-runner/runs/{runId}/evidence";
     pub(crate) const EVIDENCE_KEYS: &str = "/v1/task-runner/evidence/keys";
+    pub(crate) const APPROVALS: &str = "/v1/task-runner/approvals";
     pub(crate) const WELL_KNOWN: &str = "/.well-known/openapi";
     pub(crate) const OPENAPI_YAML: &str = "/openapi";
     pub(crate) const OPENAPI_JSON: &str = "/openapi.json";
@@ -167,6 +169,7 @@ pub fn router(runtime: Runtime, config: HttpConfig) -> Router {
         .route(paths::CANCEL, post(h::cancel))
         .route(paths::EVIDENCE, get(h::evidence))
         .route(paths::EVIDENCE_KEYS, get(h::evidence_keys))
+        .route(paths::APPROVALS, get(ledger::approvals))
         .route(paths::WELL_KNOWN, get(h::well_known))
         .route(paths::OPENAPI_YAML, get(h::openapi_yaml))
         .route(paths::OPENAPI_JSON, get(h::openapi_json))

@@ -22,6 +22,7 @@ mod artifact_secrets;
 mod decision;
 mod error;
 mod evidence;
+mod ledger;
 mod output;
 mod plans;
 mod ports;
@@ -40,6 +41,9 @@ pub use api::{
 };
 pub use error::RuntimeError;
 pub use evidence::{EvidenceSource, evidence_source};
+pub use ledger::{
+    LedgerDecision, LedgerEntry, LedgerPage, LedgerQuery, LedgerStatus, approval_ledger,
+};
 pub use plans::{StoredPlan, approvals_all_approved};
 pub use ports::{
     ChainedSecrets, Clock, DirSecrets, EnvSecrets, SecretProvider, SleepFuture, StaticSecrets,

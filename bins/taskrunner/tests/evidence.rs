@@ -197,6 +197,19 @@ fn an_export_verifies_offline() {
         provenance["predicate"]["buildDefinition"]["externalParameters"]["planHash"],
         format!("sha256:{}", hex_sha256(&plan))
     );
+    // The pack text the run was created from is named by its digest.
+    let manifest = format!("sha256:{}", hex_sha256(PACK.as_bytes()));
+    let build = &provenance["predicate"]["buildDefinition"];
+    assert_eq!(
+        build["externalParameters"]["manifestDigest"],
+        manifest.as_str()
+    );
+    let deps = build["resolvedDependencies"].as_array().unwrap();
+    let entry = deps.iter().find(|d| d["name"] == "manifest.yaml").unwrap();
+    assert_eq!(
+        entry["digest"]["sha256"],
+        manifest.trim_start_matches("sha256:")
+    );
     // A Sigstore bundle is accepted as a FILE, and a matching --artifact passes.
     let out = verify(
         &dir.join("provenance.sigstore.json"),

@@ -52,6 +52,9 @@ pub struct RunMaterial {
     pub created_at: Timestamp,
     /// Digest of the host executor definitions at creation (rule 21), if any.
     pub host_digest: Option<String>,
+    /// `sha256:` digest of the pack text the run was created from (recorded in its
+    /// `run.created` log entry; `None` for runs created before it was recorded).
+    pub manifest_digest: Option<String>,
     /// The whole journal, seq 1 first.
     pub journal: Vec<JournalRecord>,
     /// Hex SHA-256 of the run's `logs.ndjson` (the log entries as `GET …/logs` returns them).
@@ -163,12 +166,29 @@ pub fn build_statements(
     host_executors.sort_unstable();
     host_executors.dedup();
 
+    let mut external = json!({
+        "pack": plan_doc["pack"],
+        "inputs": plan_doc["inputs"],
+        "secrets": plan_doc["secrets"],
+        "planHash": material.plan_hash,
+    });
+    if let (Some(digest), Some(map)) = (&material.manifest_digest, external.as_object_mut()) {
+        map.insert("manifestDigest".into(), json!(digest));
+    }
     let mut resolved = vec![json!({
         "name": PLAN_SUBJECT,
         "uri": "taskrunner:plan",
         "digest": digest_of(&material.plan_hash),
         "mediaType": "application/json",
     })];
+    if let Some(manifest) = &material.manifest_digest {
+        resolved.push(json!({
+            "name": "manifest.yaml",
+            "uri": "taskrunner:manifest",
+            "digest": digest_of(manifest),
+            "mediaType": "application/yaml",
+        }));
+    }
     if let Some(host) = &material.host_digest {
         resolved.push(json!({
             "name": "host-executors",
@@ -193,12 +213,7 @@ pub fn build_statements(
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {
-                    "pack": plan_doc["pack"],
-                    "inputs": plan_doc["inputs"],
-                    "secrets": plan_doc["secrets"],
-                    "planHash": material.plan_hash,
-                },
+                "externalParameters": external,
                 "internalParameters": {
                     "tenant": material.tenant,
                     "sandbox": plan_doc["sandbox"],

@@ -74,6 +74,7 @@ fn fixture() -> Fixture {
         plan_hash: plan.hash().to_owned(),
         created_at: Timestamp(500),
         host_digest: None,
+        manifest_digest: None,
         journal: records.clone(),
         logs_sha256: sha256_hex(&logs),
         artifacts: vec![
@@ -403,6 +404,7 @@ fn a_policy_gate_overridden_by_an_approval_is_reported_with_its_decision() {
         plan_hash: plan.hash().to_owned(),
         created_at: Timestamp(0),
         host_digest: Some(format!("sha256:{}", "a".repeat(64))),
+        manifest_digest: None,
         journal: records,
         logs_sha256: sha256_hex(b""),
         artifacts: vec![],

@@ -71,6 +71,11 @@ impl Shared {
             metadata: [
                 ("planHash".to_owned(), plan.hash().to_owned()),
                 ("requestedAt".to_owned(), now.to_rfc3339()),
+                // The pack text the plan was made from, for evidence (`externalParameters`).
+                (
+                    "manifestDigest".to_owned(),
+                    taskrunner_plan::hash_bytes(request.manifest.as_bytes()),
+                ),
             ]
             .into_iter()
             .collect(),

@@ -69,6 +69,7 @@ pub async fn evidence_source(
         .map_err(corrupt)?;
 
     let mut logs_ndjson = String::new();
+    let mut manifest_digest = None;
     let mut after = 0;
     loop {
         let page = match store.logs.logs(tenant, run_id, after, LOG_PAGE).await {
@@ -76,6 +77,11 @@ pub async fn evidence_source(
             other => other?,
         };
         for entry in &page {
+            if entry.event_type == "run.created" && manifest_digest.is_none() {
+                manifest_digest = serde_json::from_str::<serde_json::Value>(&entry.metadata_json)
+                    .ok()
+                    .and_then(|m| m["manifestDigest"].as_str().map(str::to_owned));
+            }
             logs_ndjson.push_str(&log_entry_json(entry).to_string());
             logs_ndjson.push('\n');
             after = entry.sequence;
@@ -112,6 +118,7 @@ pub async fn evidence_source(
             plan_hash: record.plan_hash,
             created_at: Timestamp(record.created_at_ms),
             host_digest: record.host_digest,
+            manifest_digest,
             journal,
             logs_sha256: sha256_hex(logs_ndjson.as_bytes()),
             artifacts: digests,

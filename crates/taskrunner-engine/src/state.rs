@@ -138,7 +138,8 @@ impl Node {
         self.status.is_finished()
     }
 
-    pub(crate) fn awaiting(&self) -> bool {
+    /// Waiting at its gate for approvals now.
+    pub fn awaiting(&self) -> bool {
         self.gate.is_some() && !self.finished()
     }
 }

@@ -12,7 +12,6 @@ use taskrunner_runtime::{LedgerQuery, LedgerStatus, Timestamp};
 use crate::AppState;
 use crate::auth::caller;
 use crate::error::ApiError;
-use crate::handlers::query_pairs;
 
 /// Gates per page when the client does not say.
 const LEDGER_LIMIT_DEFAULT: usize = 100;
@@ -32,9 +31,10 @@ pub(crate) async fn approvals(
         limit: LEDGER_LIMIT_DEFAULT,
         ..LedgerQuery::default()
     };
-    for (key, value) in query_pairs(query.as_deref()) {
-        let value = decode(value);
-        match key {
+    // Percent-decoded: clients encode the `:` of RFC 3339 times.
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        let value = value.into_owned();
+        match key.as_ref() {
             "status" => {
                 ledger.status = Some(LedgerStatus::parse(&value).ok_or_else(|| {
                     ApiError::bad_request("query.status", "status must be `pending` or `decided`")
@@ -93,43 +93,4 @@ pub(crate) async fn approvals(
         return Ok(response);
     }
     Ok(axum::Json(json!(page)).into_response())
-}
-
-/// Undoes the percent-encoding clients apply to RFC 3339 times and names (`%3A`, `%2B`, …).
-fn decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let (h, l) = (hex(h).unwrap_or(0), hex(l).unwrap_or(0));
-                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::decode;
-
-    #[test]
-    fn percent_encoded_times_decode() {
-        assert_eq!(decode("2026-12-08T00%3A00%3A00Z"), "2026-12-08T00:00:00Z");
-        assert_eq!(decode("a%2Bb"), "a+b");
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
-    }
 }

@@ -254,7 +254,7 @@ async fn run_gates(
                 plan_hash: record.plan_hash.clone(),
             })
             .collect();
-        let waiting = node.gate.is_some() && !node.status.is_finished();
+        let waiting = node.awaiting();
         // A policy gate whose policy passed never asked for its override approval, and a gate
         // skipped by its condition never waited: neither is in the ledger.
         let asked = waiting || !decisions.is_empty() || approval_gates.contains(&node.id);
